@@ -1,0 +1,1 @@
+"""Image Tokenization Labs helper library."""
