@@ -1,0 +1,49 @@
+# Image Tokenization Labs: `make lab` to learn, `make test` to check everything.
+# Every target creates the virtual environment in .venv when it is missing.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+SUBMISSIONS ?= submissions
+# tests and tools never write into the user's Jupyter, IPython or matplotlib settings
+SANDBOX = $(CURDIR)/build/.config
+CONFIG_ENV = JUPYTER_CONFIG_DIR=$(SANDBOX)/jupyter JUPYTER_DATA_DIR=$(SANDBOX)/jupyter-data \
+	JUPYTER_RUNTIME_DIR=$(SANDBOX)/jupyter-runtime JUPYTER_PLATFORM_DIRS=1 \
+	IPYTHONDIR=$(SANDBOX)/ipython MPLCONFIGDIR=$(SANDBOX)/matplotlib
+
+.PHONY: setup lab test course student checkpoints grade clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir=$(CURDIR) \
+		--LabApp.default_url=/lab/tree/notebooks/00_welcome.ipynb
+
+test: $(STAMP)
+	@rm -rf $(SANDBOX) && mkdir -p $(SANDBOX)
+	$(CONFIG_ENV) COURSE_QUICK=1 $(PY) -m pytest -p no:cacheprovider tests \
+		--nbval-lax --nbval-current-env --nbval-cell-timeout=300 solutions notebooks
+
+course: $(STAMP)
+	@mkdir -p $(SANDBOX)
+	$(CONFIG_ENV) $(PY) -m course_lib.build_course --out build/course
+
+student: $(STAMP)
+	$(PY) -m course_lib.nbtools student
+
+checkpoints: $(STAMP)
+	$(PY) -m course_lib.make_checkpoints
+
+grade: $(STAMP)
+	@mkdir -p $(SANDBOX)
+	$(CONFIG_ENV) $(PY) -m course_lib.grade $(SUBMISSIONS) --out grades.csv
+
+clean:
+	rm -rf build
