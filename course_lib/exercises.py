@@ -156,7 +156,8 @@ def _record(result: CheckResult) -> None:
     path = os.environ.get(RESULTS_ENV)
     if path:
         with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(result.__dict__) + "\n")
+            # the folder tells apart runs of solutions/ and notebooks/ that share one results file
+            f.write(json.dumps({**result.__dict__, "folder": os.getcwd()}) + "\n")
             f.flush()
             os.fsync(f.fileno())
 

@@ -27,11 +27,13 @@ def is_quick() -> bool:
 
 def steps(full: int, quick: int | None = None) -> int:
     """The step count for this run: ``full`` in full mode, ``quick`` (default: a few dozen) in quick mode."""
-    if quick is None:
-        quick = min(full, 30)
     for name, value in (("full", full), ("quick", quick)):
+        if value is None and name == "quick":
+            continue
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    if quick is None:
+        quick = min(full, 30)
     return quick if is_quick() else full
 
 

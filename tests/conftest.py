@@ -15,6 +15,15 @@ for name, sub in [("JUPYTER_CONFIG_DIR", "jupyter"), ("JUPYTER_DATA_DIR", "jupyt
                   ("MPLCONFIGDIR", "matplotlib")]:
     os.environ.setdefault(name, str(_sandbox / sub))
 os.environ.setdefault("JUPYTER_PLATFORM_DIRS", "1")
+# every check in every notebook kernel reports here; tests/test_notebooks.py reads it at the end
+os.environ["COURSE_RESULTS_FILE"] = str(_sandbox / "check-results.jsonl")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Run the notebook-report test after the notebooks it reads about."""
+    last = [item for item in items if item.name == "test_checks_reported_as_expected"]
+    items[:] = [item for item in items if item not in last] + last
+    config.course_notebooks = {Path(str(item.fspath)) for item in items if str(item.fspath).endswith(".ipynb")}
 
 
 @pytest.fixture

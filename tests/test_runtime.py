@@ -1,0 +1,55 @@
+import pytest
+import torch
+
+from course_lib import runtime
+from course_lib.seeding import make_generator, seed_everything
+
+
+def test_quick_mode_switch(monkeypatch):
+    monkeypatch.setenv("COURSE_QUICK", "1")
+    assert runtime.is_quick() and runtime.steps(1000, 12) == 12
+    monkeypatch.setenv("COURSE_QUICK", "0")
+    assert not runtime.is_quick() and runtime.steps(1000, 12) == 1000
+    monkeypatch.delenv("COURSE_QUICK")
+    assert not runtime.is_quick() and runtime.steps(1000) == 1000
+
+
+def test_quick_default_is_a_few_dozen(monkeypatch):
+    monkeypatch.setenv("COURSE_QUICK", "1")
+    assert runtime.steps(5000) == 30
+    assert runtime.steps(10) == 10
+
+
+def test_bad_quick_value_and_bad_steps(monkeypatch):
+    monkeypatch.setenv("COURSE_QUICK", "maybe")
+    with pytest.raises(ValueError, match="COURSE_QUICK must be one of"):
+        runtime.is_quick()
+    monkeypatch.setenv("COURSE_QUICK", "1")
+    for bad in (-1, 2.5, True, "10"):
+        with pytest.raises(ValueError, match="non-negative int"):
+            runtime.steps(bad)
+
+
+def test_pick_device_prefers_available_and_rejects_unknown(monkeypatch):
+    monkeypatch.delenv("COURSE_DEVICE", raising=False)
+    expected = "cuda" if torch.cuda.is_available() else ("mps" if runtime._mps_available() else "cpu")
+    assert runtime.pick_device().type == expected
+    assert runtime.pick_device("cpu").type == "cpu"
+    with pytest.raises(ValueError, match="choose one of"):
+        runtime.pick_device("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="not available"):
+        runtime.pick_device("cuda")
+    assert "torch" in runtime.describe()
+
+
+def test_seeding_repeats_and_validates():
+    seed_everything(3)
+    a = torch.rand(4)
+    seed_everything(3)
+    assert torch.equal(a, torch.rand(4))
+    assert torch.equal(torch.rand(3, generator=make_generator(5)), torch.rand(3, generator=make_generator(5)))
+    with pytest.raises(ValueError, match="seed"):
+        seed_everything(-1)
+    with pytest.raises(ValueError, match="seed"):
+        make_generator("1")
