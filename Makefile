@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 SUBMISSIONS ?= submissions
+LAB_ARGS ?=
 # tests and tools never write into the user's Jupyter, IPython or matplotlib settings
 SANDBOX = $(CURDIR)/build/.config
 CONFIG_ENV = JUPYTER_CONFIG_DIR=$(SANDBOX)/jupyter JUPYTER_DATA_DIR=$(SANDBOX)/jupyter-data \
@@ -24,7 +25,7 @@ $(STAMP): pyproject.toml
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir=$(CURDIR) \
-		--LabApp.default_url=/lab/tree/notebooks/00_welcome.ipynb
+		--LabApp.default_url=/lab/tree/notebooks/00_welcome.ipynb $(LAB_ARGS)
 
 test: $(STAMP)
 	@rm -rf $(SANDBOX) && mkdir -p $(SANDBOX)

@@ -45,7 +45,7 @@ def build(solutions: Path, out: Path, only: list[str] | None = None) -> list[tup
         print(f"running {path.name} ...", flush=True)
         nb, seconds = execute(path)
         write_atomic(out / path.name, dumps(nb))
-        html, _ = HTMLExporter().from_notebook_node(nb)
+        html, _ = HTMLExporter().from_notebook_node(nb, resources={"metadata": {"name": path.stem}})
         write_atomic(out / f"{path.stem}.html", html)
         times.append((path.stem, seconds))
         print(f"  {seconds:.0f} s", flush=True)
