@@ -5,6 +5,7 @@ exercise without an entry here fails ``test_every_exercise_has_wrong_answers``.
 """
 import pytest
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 
 from course_lib.exercises import evaluate, exercises
@@ -37,7 +38,78 @@ WRONG = {
         "forgets the ||c||^2 term": lambda x, c: ((x ** 2).sum(1, keepdim=True) - 2 * x @ c.T).argmin(1),
         "returns distances": lambda x, c: torch.cdist(x, c).min(1).values,
     },
+    "reconstruction_loss": {
+        "sum instead of mean": lambda x, y: ((x - y) ** 2).sum(),
+        "L1 instead of L2": lambda x, y: (x - y).abs().mean(),
+        "per-image, not averaged": lambda x, y: ((x - y) ** 2).flatten(1).mean(1),
+    },
+    "psnr": {
+        "one MSE for the whole batch": lambda x, y: 10 * torch.log10(1 / ((x - y) ** 2).mean()).expand(len(x)),
+        "natural log": lambda x, y: 10 * torch.log(1 / ((x - y) ** 2).flatten(1).mean(1)),
+        "20 log10 of 1 / MSE": lambda x, y: 20 * torch.log10(1 / ((x - y) ** 2).flatten(1).mean(1)),
+        "8-bit peak on [0, 1] images": lambda x, y: 10 * torch.log10(255 ** 2 / ((x - y) ** 2).flatten(1).mean(1)),
+    },
+    "nearest_code": {
+        "largest dot product": lambda z, e: (z @ e.T).argmax(-1),
+        "forgets the ||e||^2 term": lambda z, e: (-2 * z @ e.T).argmin(-1),
+        "returns the code vectors": lambda z, e: e[torch.cdist(z.reshape(-1, z.shape[-1]), e).argmin(-1)].reshape(z.shape),
+    },
+    "straight_through": {
+        "returns z_q as is": lambda z, z_q: z_q,
+        "no detach": lambda z, z_q: z + (z_q - z),
+        "detaches everything": lambda z, z_q: z_q.detach(),
+        "returns z": lambda z, z_q: z,
+    },
+    "vq_loss": {
+        "beta on the codebook term (taming legacy)": lambda z, z_q, beta: (
+            beta * F.mse_loss(z_q, z.detach()), F.mse_loss(z, z_q.detach())),
+        "no stop-gradient": lambda z, z_q, beta: (F.mse_loss(z_q, z), beta * F.mse_loss(z, z_q)),
+        "terms swapped": lambda z, z_q, beta: (beta * F.mse_loss(z, z_q.detach()), F.mse_loss(z_q, z.detach())),
+        "forgets beta": lambda z, z_q, beta: (F.mse_loss(z_q, z.detach()), F.mse_loss(z, z_q.detach())),
+    },
+    "fsq_quantize": {
+        "no offset for even levels": lambda z, levels: _fsq_wrong(z, levels, offset=False),
+        "plain round, no straight-through": lambda z, levels: _fsq_wrong(z, levels, ste=False),
+        "not normalized to [-1, 1]": lambda z, levels: _fsq_wrong(z, levels, normalize=False),
+    },
+    "codes_to_indices": {
+        "digits weighted from the other end": lambda c, levels: _digits(c, levels) @ _basis(levels[::-1]).flip(0),
+        "forgets to shift the digits": lambda c, levels: (c * torch.tensor(levels) // 2).round().long() @ _basis(levels),
+    },
+    "indices_to_codes": {
+        "digits not shifted to be centred": lambda i, levels: ((i[..., None] // _basis(levels)) % torch.tensor(levels)).float() / (torch.tensor(levels) // 2),
+        "integer codes, not normalized": lambda i, levels: (((i[..., None] // _basis(levels)) % torch.tensor(levels)) - torch.tensor(levels) // 2).float(),
+    },
+    "reparameterize": {
+        "uses the variance as std": lambda m, lv, eps: m + lv.exp() * eps,
+        "uses logvar as std": lambda m, lv, eps: m + lv * eps,
+        "forgets the mean": lambda m, lv, eps: (0.5 * lv).exp() * eps,
+    },
+    "gaussian_kl": {
+        "mean over every element": lambda m, lv: (0.5 * (m ** 2 + lv.exp() - 1 - lv)).mean(),
+        "sum over the batch too": lambda m, lv: (0.5 * (m ** 2 + lv.exp() - 1 - lv)).sum(),
+        "missing the 1/2": lambda m, lv: (m ** 2 + lv.exp() - 1 - lv).flatten(1).sum(1).mean(),
+        "sign of logvar flipped": lambda m, lv: (0.5 * (m ** 2 + lv.exp() - 1 + lv)).flatten(1).sum(1).mean(),
+    },
 }
+
+
+def _fsq_wrong(z, levels, offset=True, ste=True, normalize=True):
+    levels_t = torch.tensor(levels, dtype=z.dtype)
+    half_l = (levels_t - 1) * (1 + 1e-3) / 2
+    shift_by = torch.where(levels_t % 2 == 0, 0.5, 0.0) if offset else torch.zeros_like(levels_t)
+    bounded = torch.tanh(z + torch.atanh(shift_by / half_l)) * half_l - shift_by
+    rounded = bounded + (bounded.round() - bounded).detach() if ste else bounded.round()
+    return rounded / (levels_t // 2) if normalize else rounded
+
+
+def _basis(levels):
+    return torch.cumprod(torch.tensor([1] + list(levels[:-1])), 0)
+
+
+def _digits(codes, levels):
+    half = torch.tensor(levels) // 2
+    return (codes * half + half).round().long()
 
 ALL = [e.name for e in exercises()]
 
