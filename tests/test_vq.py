@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib.vq import (VectorQuantizer, VQConfig, kmeans, naive_vq_config, nearest_code, straight_through,
+from course_lib.vq import (VectorQuantizer, VQConfig, naive_vq_config, nearest_code, straight_through,
                            usage_stats, vq_loss)
 
 
@@ -137,24 +137,6 @@ def _assigned_means(points, centroids):
     indices = nearest_code(points, centroids)
     return torch.stack([points[indices == k].mean(0) if (indices == k).any() else centroids[k]
                         for k in range(len(centroids))])
-
-
-def test_kmeans_returns_a_fixed_point_of_lloyds_step():
-    torch.manual_seed(0)
-    _, points = _clusters()
-    found = kmeans(points, 6, iters=20)
-    # each centroid is (up to the last few points still switching sides) the mean of its points
-    assert torch.allclose(found, _assigned_means(points, found), atol=1e-2)
-
-
-def test_kmeans_with_as_many_points_as_clusters_returns_the_points():
-    torch.manual_seed(0)
-    points = torch.randn(5, 3, generator=_gen())
-    assert torch.equal(_sorted_rows(kmeans(points, 5)), _sorted_rows(points))
-
-
-def _sorted_rows(x):
-    return x[torch.argsort(x[:, 0])]
 
 
 def _quantization_error(points, codebook):
