@@ -7,11 +7,15 @@ bits per image is the scan alone. Wallace, "The JPEG still picture compression s
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 
+from .metrics import psnr, ssim
+
+COUNTS = ("scan", "file")
 _SOS, _EOI = b"\xff\xda", b"\xff\xd9"
 
 
@@ -55,3 +59,48 @@ def jpeg_roundtrip(images: torch.Tensor, quality: int) -> tuple[torch.Tensor, to
         file_bits.append(8 * len(data))
         scan_bits.append(8 * scan_bytes(data))
     return torch.stack(decoded), torch.tensor(file_bits, dtype=torch.float32), torch.tensor(scan_bits, dtype=torch.float32)
+
+
+@dataclass
+class JpegPoint:
+    """JPEG at one quality on a set of images: mean PSNR (dB), SSIM and file / scan bits per image."""
+
+    quality: int
+    psnr: float
+    ssim: float
+    file_bits: float
+    scan_bits: float
+    images: torch.Tensor  # decoded images (B, C, H, W)
+
+
+def jpeg_point(images: torch.Tensor, quality: int) -> JpegPoint:
+    """Round-trip ``images`` (B, C, H, W) at ``quality``; one point of JPEG's rate-distortion curve."""
+    decoded, file_bits, scan_bits = jpeg_roundtrip(images, quality)
+    return JpegPoint(quality, psnr(decoded, images).mean().item(), ssim(decoded, images).mean().item(),
+                     file_bits.mean().item(), scan_bits.mean().item(), decoded)
+
+
+def jpeg_at_budget(images: torch.Tensor, bits: float, count: str = "scan") -> JpegPoint:
+    """The highest JPEG quality whose mean bits per image (``count``: "scan" or "file") fit in ``bits``.
+
+    Bits grow with quality (up to rare one-step wiggles), so a binary search over 1..100 finds it in
+    seven round trips. Compare a tokenizer's ``tokens * log2(K)`` with scan bits: the file adds a
+    fixed header of tables that a tokenizer's decoder holds in its weights.
+    """
+    if count not in COUNTS:
+        raise ValueError(f"count must be one of {COUNTS}, got {count!r}")
+    low, high, best = 1, 100, None
+    while low <= high:
+        point = jpeg_point(images, (low + high) // 2)
+        if _bits(point, count) <= bits:
+            best, low = point, point.quality + 1
+        else:
+            high = point.quality - 1
+    if best is None:
+        lowest = _bits(jpeg_point(images, 1), count)
+        raise ValueError(f"no JPEG quality fits {bits:g} {count} bits per image: quality 1 needs {lowest:.0f}")
+    return best
+
+
+def _bits(point: JpegPoint, count: str) -> float:
+    return point.scan_bits if count == "scan" else point.file_bits

@@ -1,0 +1,138 @@
+"""Checkpoint files: round trips, clear errors on bad files, load_or_train, and every shipped checkpoint."""
+import pickle
+
+import pytest
+import torch
+
+from course_lib.checkpoints import (CHECKPOINT_DIR, CheckpointError, export_weights, load_checkpoint, load_model,
+                                    load_or_train, read_metadata, save_checkpoint)
+from course_lib.evaluate import evaluate_tokenizer, tokenizer_images
+from course_lib.tokenizer import build_tokenizer
+from course_lib.training import TrainConfig, train
+
+SHIPPED = sorted(CHECKPOINT_DIR.glob("*.pt"))
+MAX_BYTES = 5 * 2**20
+
+
+def _tiny(preset="vq-f4", **overrides):
+    torch.manual_seed(0)
+    return build_tokenizer(preset, image_size=16, widths=(8, 8, 8), res_blocks=(0, 0, 0), **overrides)
+
+
+def test_round_trip_rebuilds_the_same_model(tmp_path):
+    model = _tiny(codebook_size=32).eval()
+    save_checkpoint(tmp_path / "m.pt", model, {"preset": "vq-f4", "data": "shapes"})
+    loaded = load_model(tmp_path / "m.pt")
+    images = torch.rand(2, 3, 16, 16)
+    assert torch.equal(loaded(images).reconstruction, model(images).reconstruction)
+    assert loaded.config == model.config and not loaded.training
+    metadata = read_metadata(tmp_path / "m.pt")
+    assert metadata["preset"] == "vq-f4" and metadata["code_version"]["package"] == "0.1.0"
+    assert "git" in metadata["code_version"]
+
+
+def test_files_load_with_weights_only(tmp_path):
+    save_checkpoint(tmp_path / "m.pt", _tiny())
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)  # no pickled code needed
+    assert payload["model"]["class"] == "course_lib.tokenizer:Tokenizer"
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("this ran at load time",))
+
+
+def test_bad_files_give_clear_errors(tmp_path):
+    save_checkpoint(tmp_path / "good.pt", _tiny())
+    data = (tmp_path / "good.pt").read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
+    torch.save({"format": "course_lib.checkpoint", "version": 99}, tmp_path / "future.pt")
+    with open(tmp_path / "evil.pt", "wb") as file:
+        pickle.dump({"format": Evil()}, file, protocol=2)
+    cases = {"missing.pt": "no checkpoint at", "truncated.pt": "not a readable checkpoint",
+             "text.pt": "not a readable checkpoint", "foreign.pt": "not a course_lib checkpoint",
+             "future.pt": "version 99", "evil.pt": "not a readable checkpoint"}
+    for name, message in cases.items():
+        with pytest.raises(CheckpointError, match=message):
+            load_checkpoint(tmp_path / name)
+
+
+def test_mismatched_files_give_clear_errors(tmp_path):
+    save_checkpoint(tmp_path / "m.pt", _tiny(), {"preset": "vq-f4"})
+    payload = load_checkpoint(tmp_path / "m.pt")
+    payload["model"]["config"]["autoencoder"]["widths"] = (8, 8, 16)  # weights of another shape
+    torch.save(payload, tmp_path / "mismatch.pt")
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_model(tmp_path / "mismatch.pt")
+    payload["model"]["class"] = "os:system"
+    torch.save(payload, tmp_path / "foreign_class.pt")
+    with pytest.raises(CheckpointError, match="only course_lib classes"):
+        load_model(tmp_path / "foreign_class.pt")
+    with pytest.raises(CheckpointError, match="preset: file has 'vq-f4', expected 'fsq-f4'"):
+        load_model(tmp_path / "m.pt", expect={"preset": "fsq-f4"})
+
+
+def test_load_or_train_trains_once_then_loads(tmp_path, capsys):
+    path = tmp_path / "cache" / "vq.pt"
+    calls = []
+
+    def train_fn():
+        calls.append(1)
+        model = _tiny(codebook_size=16)
+        train(model, torch.rand(16, 3, 16, 16), TrainConfig(steps=2, batch_size=4, warmup=0),
+              checkpoint=path, resume=True, metadata={"preset": "vq-f4"}, progress=False)
+        return model
+    first = load_or_train(path, train_fn, expect={"preset": "vq-f4"})
+    second = load_or_train(path, train_fn, expect={"preset": "vq-f4"})
+    assert len(calls) == 1 and "loaded vq.pt" in capsys.readouterr().out
+    images = torch.rand(2, 3, 16, 16)
+    assert torch.equal(first(images).reconstruction, second(images).reconstruction)
+    with pytest.raises(CheckpointError, match="delete it to retrain"):
+        load_or_train(path, train_fn, expect={"preset": "fsq-f4"})
+
+
+def test_load_or_train_saves_what_train_fn_returns(tmp_path):
+    path = tmp_path / "plain.pt"
+    model = load_or_train(path, lambda: _tiny("fsq-f4"), expect={"preset": "fsq-f4"})
+    assert read_metadata(path)["preset"] == "fsq-f4" and not model.training
+    with pytest.raises(ValueError, match="must return the trained model"):
+        load_or_train(tmp_path / "other.pt", lambda: None)
+
+
+def test_export_drops_the_training_state(tmp_path):
+    model = _tiny(codebook_size=16)
+    train(model, torch.rand(16, 3, 16, 16), TrainConfig(steps=2, batch_size=4, warmup=0),
+          checkpoint=tmp_path / "run.pt", progress=False)
+    export_weights(tmp_path / "run.pt", tmp_path / "ship.pt")
+    assert "train_state" not in load_checkpoint(tmp_path / "ship.pt")
+    assert (tmp_path / "ship.pt").stat().st_size < (tmp_path / "run.pt").stat().st_size
+    assert read_metadata(tmp_path / "ship.pt")["steps"] == 2
+
+
+def test_shipped_checkpoints_exist_or_skip():
+    if not SHIPPED:
+        pytest.skip("no shipped checkpoints yet: run `make checkpoints`")
+    names = {path.stem for path in SHIPPED}
+    for preset in ("vq-f4", "fsq-f4", "kl-f4"):
+        for data in ("shapes", "photos"):
+            assert f"{preset}-{data}" in names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_checkpoint_reproduces_its_test_metrics(path):
+    assert path.stat().st_size <= MAX_BYTES
+    payload = load_checkpoint(path)
+    assert "train_state" not in payload
+    metadata = payload["metadata"]
+    for key in ("preset", "data", "steps", "seed", "test_metrics", "test_set", "code_version", "train_seconds"):
+        assert key in metadata, f"{path.name} metadata lacks {key!r}"
+    model = load_model(path)
+    test_set = metadata["test_set"]
+    images = tokenizer_images(test_set["data"], test_set["split"], model.config.autoencoder.in_channels,
+                              model.config.image_size, test_set["n"])
+    metrics = evaluate_tokenizer(model, images, with_ssim=False)
+    assert abs(metrics["psnr"] - metadata["test_metrics"]["psnr"]) < 0.1
+    if model.is_discrete:
+        assert abs(metrics["usage"] - metadata["test_metrics"]["usage"]) < 0.01
