@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from course_lib.sandbox import STUDENT_FILE_PREFIX, _send_line, install, sandbox_env
+from course_lib.sandbox import STUDENT_FILE_PREFIX, Limits, send_line, install, sandbox_env
 
 
 class Tripwires:
     """Wrap every exercise reference in course_lib: a call from student code while armed is reported."""
 
     def __init__(self, send: Callable[[dict], None]):
-        self.send, self.armed = send, False
+        self.send, self.armed, self.sent = send, False, set()
 
     def install(self) -> None:
         from course_lib.exercises import exercises
@@ -46,7 +46,8 @@ class Tripwires:
 
     def _wrap(self, original: Callable, name: str) -> Callable:
         def tripwire(*args, **kwargs):
-            if self.armed and _student_on_stack():
+            if self.armed and name not in self.sent and _student_on_stack():
+                self.sent.add(name)  # once per exercise is enough; a loop must not flood the channel
                 self.send({"trip": name})
             return original(*args, **kwargs)
 
@@ -84,7 +85,7 @@ def child_main(channel: Any, args: dict) -> None:
 
     torch.set_num_threads(1)
     registry.check = lambda name, fn: fn  # a check left in the exercise cell keeps the student's function
-    send = lambda message, payload=b"": _send_line(fd, message, payload)  # noqa: E731
+    send = lambda message, payload=b"": send_line(fd, message, payload)  # noqa: E731
     wires = Tripwires(send)
     wires.install()
     job = json.loads(Path(args["job"], "job.json").read_text())
@@ -95,6 +96,7 @@ def child_main(channel: Any, args: dict) -> None:
     install(Path(args["root"]), send, args["memory_mb"], Path(args["private"]))
     for index in range(start, len(job)):
         send({"start": index})
+        wires.sent.clear()
         outcome = _run_exercise(job[index], cases[index], wires, registry)
         buffer = _saved(outcome, torch)
         send({"end": index, "bytes": len(buffer)}, buffer)
@@ -192,19 +194,6 @@ class Outcome:
     violations: list = field(default_factory=list)
 
 
-@dataclass
-class Limits:
-    """Time and memory limits of the untrusted processes of one grading run, and its private folder."""
-
-    private: Path  # the grading run's temporary folder: no student process may read the others' parts
-    exercise_s: float = 30.0
-    notebook_s: float = 300.0
-    cell_s: float = 120.0
-    setup_s: float = 120.0
-    memory_mb: int = 4096
-    max_output_bytes: int = 50_000_000
-
-
 async def run_child(programs: list[dict], cases: list[list], folder: Path, limits: Limits) -> list[Outcome]:
     """Grade ``programs`` (name + code) on ``cases`` in children; a dead or stuck child costs one exercise."""
     import torch
@@ -254,8 +243,8 @@ async def _one_child(start: int, job: Path, work: Path, env: dict, limits: Limit
             try:
                 line = await asyncio.wait_for(stream.readline(), max(0.01, deadline - loop.time()))
             except asyncio.TimeoutError:
-                return _stopped(outcomes, current, start, "timeout", f"no answer within {limits.exercise_s:g} s "
-                                "(an endless loop?)" if current is not None else "the grading process hung")
+                waited = f"no answer within {limits.exercise_s if current is not None else limits.setup_s:g} s"
+                return _stopped(outcomes, current, start, "timeout", waited + " (an endless loop?)")
             except ValueError:
                 return _stopped(outcomes, current, start, "error", "it garbled the grader's report channel")
             if not line:

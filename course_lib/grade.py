@@ -25,8 +25,8 @@ import csv
 import hashlib
 import io
 import json
+import os
 import re
-import shutil
 import sys
 import tempfile
 import time
@@ -66,6 +66,7 @@ class Settings:
     solutions: Path = ROOT / "solutions"
     jobs: int = 2
     memory_mb: int = 4096
+    notebook_run: bool = True
 
 
 class Grader:
@@ -73,8 +74,8 @@ class Grader:
 
     def __init__(self, settings: Settings, workdir: Path):
         self.settings, self.workdir = settings, workdir
-        self.limits = exercise_runner.Limits(workdir, settings.exercise_timeout, settings.timeout,
-                                             settings.cell_timeout, memory_mb=settings.memory_mb)
+        self.limits = sandbox.Limits(workdir, settings.exercise_timeout, settings.timeout,
+                                     settings.cell_timeout, memory_mb=settings.memory_mb)
         self._cases: dict[str, tuple[list, list]] = {}
         self._points: dict[str, dict[str, float]] = {}
         self.internal_errors = 0
@@ -114,12 +115,13 @@ class Grader:
         started = time.monotonic()
         verdicts = await self._verdicts(lesson, cells, folder)
         checked = time.monotonic()
-        ran = await sandbox.run_notebook(nb, path, folder / "notebook", self.limits)
+        ran = await sandbox.run_notebook(nb, path, folder / "notebook", self.limits) \
+            if self.settings.notebook_run else "not run (--no-notebook-run)"
         print(f"graded {label}: exercises {checked - started:.0f} s, notebook {time.monotonic() - checked:.0f} s",
               file=sys.stderr)
         points = self.points(lesson)
-        return [Row(label, lesson, name, status, points[name] if status == "pass" else 0, points[name],
-                    _clean(reason, folder), _clean(ran, folder)) for name, (status, reason) in verdicts.items()]
+        return [Row(label, lesson, name, status, points[name] if status == "pass" else 0.0, points[name],
+                    self._clean(reason), self._clean(ran)) for name, (status, reason) in verdicts.items()]
 
     async def _verdicts(self, lesson: str, cells: list, folder: Path) -> dict[str, tuple[str, str]]:
         verdicts, programs, todo = {}, [], []
@@ -165,20 +167,28 @@ class Grader:
     def _failed(self, label: str, lesson: str | None, reason: str) -> list[Row]:
         lesson = self.settings.lesson or lesson
         if lesson is None:
-            return [Row(label, "", "", "error", 0, 0, _clean(reason), "not run")]
+            return [Row(label, "", "", "error", 0.0, 0.0, self._clean(reason), "not run")]
         points = self.points(lesson)
-        return [Row(label, lesson, e.name, "error", 0, points[e.name], _clean(reason), "not run")
+        return [Row(label, lesson, e.name, "error", 0.0, points[e.name], self._clean(reason), "not run")
                 for e in exercises(lesson)]
 
+    def _clean(self, text: str) -> str:
+        """One short line, without temporary paths or memory addresses, so re-runs give the same file."""
+        for folder in {str(self.workdir), os.path.realpath(self.workdir)}:
+            text = text.replace(folder, "<sandbox>")
+        text = re.sub(r"0x[0-9a-fA-F]{6,}", "0x...", " ".join(str(text).split()))
+        return text if len(text) <= 300 else text[:297] + "..."
 
-def judge(exercise: Exercise, outcome: exercise_runner.Outcome, cases: list, expected: list, cell: int) -> tuple[str, str]:
+
+def judge(exercise: Exercise, outcome: exercise_runner.Outcome, cases: list, expected: list,
+          cell: int) -> tuple[str, str]:
     """(status, reason) for one exercise from what the child sent back, compared here."""
     reference = f"{exercise.reference.__module__}.{exercise.reference.__name__}"
     if outcome.kind == "reference" or exercise.name in outcome.trips:
         return "flagged", f"calls or returns the course_lib reference {reference}"
-    reads = [v for v in outcome.violations if "course's own files" in v]
+    reads = [v for v in outcome.violations if "course's own files" in v or "other submissions'" in v]
     if reads:
-        return "flagged", f"tried to read the answer key: {reads[0]}"
+        return "flagged", f"tried to read the answer key or other submissions: {reads[0]}"
     if outcome.kind == "timeout":
         return "timeout", outcome.detail
     if outcome.kind == "cell_error":
@@ -208,15 +218,6 @@ def case_seed(seed: int, name: str) -> int:
     """The seed of one exercise's fresh cases: fixed per run and exercise, never the notebooks' 0."""
     value = int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:4], "big") & 0x7FFFFFFF
     return value or 1
-
-
-def _clean(text: str, folder: Path | None = None) -> str:
-    """One short line, without temporary paths or memory addresses, so re-runs give the same file."""
-    if folder is not None:
-        text = text.replace(str(folder), "<sandbox>")
-    text = re.sub(r"/tmp[^\s'\"]*course-grade-[^\s'\"/]*", "<sandbox>", text)
-    text = re.sub(r"0x[0-9a-fA-F]{6,}", "0x...", " ".join(str(text).split()))
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 # -- inputs and outputs ---------------------------------------------------------------------------
@@ -298,26 +299,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--solutions", type=Path, default=ROOT / "solutions", help="where the points come from")
     parser.add_argument("--jobs", type=int, default=2, help="submissions graded at the same time")
     parser.add_argument("--memory-mb", type=int, default=4096, help="memory cap per student process")
+    parser.add_argument("--no-notebook-run", action="store_true", help="grade the exercises only (a quick regrade)")
     args = parser.parse_args(argv)
     if args.seed == 0:
         parser.error("--seed 0 is the seed the notebooks' own checks print their cases with; choose another")
     if args.lesson:
-        exercises(args.lesson)  # an unknown lesson fails here, with the list of known ones
+        try:
+            exercises(args.lesson)
+        except ValueError as error:
+            parser.error(str(error))  # an unknown lesson, with the list of known ones
     settings = Settings(args.timeout, args.cell_timeout, args.exercise_timeout, args.lesson, args.seed, args.solutions,
-                        max(1, args.jobs), args.memory_mb)
+                        max(1, args.jobs), args.memory_mb, not args.no_notebook_run)
     started = time.monotonic()
     try:
         paths = discover(args.submissions)
     except FileNotFoundError as error:
         parser.error(str(error))
-    with tempfile.TemporaryDirectory(prefix="course-grade-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="course-grade-", ignore_cleanup_errors=True) as tmp:
         grader = Grader(settings, Path(tmp))
         rows = asyncio.run(grader.grade_all(paths))
-        shutil.rmtree(tmp, ignore_errors=True)
     write_csv(rows, args.out)
-    write_json(rows, args.json or args.out.with_suffix(".json"))
+    json_path = args.json or args.out.with_suffix(".json")
+    write_json(rows, json_path)
     print(summary(rows))
-    print(f"graded in {time.monotonic() - started:.0f} s; wrote {args.out} and {args.json or args.out.with_suffix('.json')}")
+    print(f"graded in {time.monotonic() - started:.0f} s; wrote {args.out} and {json_path}")
     return 1 if grader.internal_errors else 0
 
 

@@ -23,10 +23,12 @@ import resource
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import nbformat
+if TYPE_CHECKING:  # the kernel imports this module at start-up: keep that light
+    import nbformat
 
 COURSE = Path(__file__).resolve().parent.parent
 SANDBOX_ENV, REPORT_ENV, PRIVATE_ENV = "COURSE_SANDBOX", "COURSE_SANDBOX_REPORT", "COURSE_SANDBOX_PRIVATE"
@@ -143,14 +145,27 @@ def install_from_env() -> None:
     fd = os.open(os.environ[REPORT_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     memory = int(os.environ.get("COURSE_SANDBOX_MEMORY_MB", "4096"))
     private = os.environ.get(PRIVATE_ENV)
-    install(Path(os.environ[SANDBOX_ENV]), lambda msg: _send_line(fd, msg), memory, Path(private) if private else None)
+    install(Path(os.environ[SANDBOX_ENV]), lambda msg: send_line(fd, msg), memory, Path(private) if private else None)
 
 
-def _send_line(fd: int, message: dict, payload: bytes = b"") -> None:
+def send_line(fd: int, message: dict, payload: bytes = b"") -> None:
     try:
         os.write(fd, json.dumps(message).encode() + b"\n" + payload)
     except OSError:
         pass  # a closed channel only loses this process's own reports
+
+
+@dataclass
+class Limits:
+    """Time and memory limits of the untrusted processes of one grading run, and its private folder."""
+
+    private: Path  # the grading run's temporary folder: no student process may read the others' parts
+    exercise_s: float = 30.0
+    notebook_s: float = 300.0
+    cell_s: float = 120.0
+    setup_s: float = 120.0
+    memory_mb: int = 4096
+    max_output_bytes: int = 50_000_000
 
 
 # -- the environment of a sandboxed process -------------------------------------------------------
@@ -194,7 +209,7 @@ STARTUP = "import course_lib.sandbox as _guard\n_guard.install_from_env()\ndel _
 MAX_SIBLINGS_BYTES = 20_000_000
 
 
-async def run_notebook(nb: nbformat.NotebookNode, path: Path, folder: Path, limits: Any,
+async def run_notebook(nb: nbformat.NotebookNode, path: Path, folder: Path, limits: Limits,
                        output_cap: int = 10_000_000) -> str:
     """Run every cell in quick mode in a copy of the submission's folder; say how it went, in a few words."""
     from jupyter_client.kernelspec import KernelSpecManager
@@ -243,6 +258,8 @@ def _refusals(report: Path) -> str:
 
 def _copy_folder(nb: nbformat.NotebookNode, path: Path, target: Path) -> Path:
     """The notebook and its sibling files (not other notebooks, not sub-folders, at most 20 MB)."""
+    import nbformat
+
     target.mkdir(parents=True)
     total = 0
     for sibling in sorted(path.parent.iterdir()):
@@ -262,6 +279,8 @@ def _run_client_class() -> type:
         """nbclient that keeps no outputs, counts their size, and stops at a deadline or the output cap."""
 
         def __init__(self, nb: nbformat.NotebookNode, output_cap: int, **kwargs: Any):
+            import nbformat
+
             super().__init__(nbformat.from_dict(nb), **kwargs)
             self.output_cap, self.output_bytes, self.cell, self.stopped = output_cap, 0, 0, False
             self.overflow: asyncio.Future | None = None

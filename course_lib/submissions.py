@@ -17,6 +17,7 @@ import ast
 import builtins
 import importlib.util
 import json
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,12 +73,23 @@ def load(path: Path) -> nbformat.NotebookNode:
     except ValueError as error:
         raise SubmissionError(f"not a readable notebook: invalid JSON ({_first_line(error)})") from None
     try:
-        nb = nbformat.reads(text, as_version=4)
-        if not isinstance(nb.get("cells"), list):
-            raise ValueError("it has no list of cells")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nbformat's notes on missing cell ids and the like
+            nb = nbformat.reads(text, as_version=4)
+        _check_structure(nb)
     except Exception as error:  # noqa: BLE001  (any broken file is one reason in its rows)
         raise SubmissionError(f"not a readable notebook: {_first_line(error)}") from None
     return nb
+
+
+def _check_structure(nb: nbformat.NotebookNode) -> None:
+    """What the grader relies on: a metadata dict and a list of cells, each a dict with a type."""
+    if not isinstance(nb.get("metadata"), dict) or not isinstance(nb.get("cells"), list):
+        raise ValueError("it has no metadata or no list of cells")
+    for number, cell in enumerate(nb.cells, start=1):
+        if not isinstance(cell, dict) or not isinstance(cell.get("cell_type"), str) \
+                or not isinstance(cell.get("metadata", {}), dict):
+            raise ValueError(f"cell #{number} is not a notebook cell")
 
 
 def code_cells(nb: nbformat.NotebookNode) -> list[Cell]:
@@ -163,15 +175,34 @@ def reference_use(cells: list[Cell], program: Program, exercise: Exercise) -> st
             return f"uses `{node.id}`, the course_lib reference {_qualname(exercise)}"
         if isinstance(node, ast.Attribute) and node.attr == ref and _root_name(node) in modules:
             return f"uses {ast.unparse(node)}, the course_lib reference {_qualname(exercise)}"
-    docstrings = {id(n.value) for n in ast.walk(program.cell.tree) if isinstance(n, ast.Expr)}
-    for node in ast.walk(program.cell.tree):
-        if (isinstance(node, ast.Constant) and isinstance(node.value, str) and "course_lib" in node.value
-                and id(node) not in docstrings):
-            return "names course_lib in a string (a dynamic import of the reference)"
-        if isinstance(node, ast.Name) and node.id in {"__import__", "importlib"}:
-            return f"imports modules dynamically (`{node.id}`), which can hide the course_lib reference"
-        if isinstance(node, (ast.Import, ast.ImportFrom)) and any(a.name == "importlib" for a in node.names):
-            return "imports importlib, which can hide the course_lib reference"
+    for tree in trees:
+        why = _introspection(tree)
+        if why:
+            return f"{why}, which can reach the course_lib reference"
+    return None
+
+
+_INTROSPECTION_NAMES = {"__import__", "importlib", "inspect", "gc"}
+_INTROSPECTION_ATTRS = {"__closure__", "__globals__", "cell_contents", "__wrapped__", "__code__"}
+
+
+def _introspection(tree: ast.Module) -> str | None:
+    """Dynamic imports and function introspection: no exercise needs them, hiding the reference does."""
+    docstrings = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and "course_lib" in node.value \
+                and id(node) not in docstrings:
+            return "it names course_lib in a string (a dynamic import)"
+        if isinstance(node, ast.Name) and node.id in _INTROSPECTION_NAMES:
+            return f"it uses `{node.id}`"
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = {a.name.split(".")[0] for a in node.names} | {(node.module or "").split(".")[0]} \
+                if isinstance(node, ast.ImportFrom) else {a.name.split(".")[0] for a in node.names}
+            if names & _INTROSPECTION_NAMES:
+                return f"it imports {sorted(names & _INTROSPECTION_NAMES)[0]}"
+        if isinstance(node, ast.Attribute) and (node.attr in _INTROSPECTION_ATTRS or (
+                node.attr == "modules" and isinstance(node.value, ast.Name) and node.value.id == "sys")):
+            return f"it reads `{ast.unparse(node)}`"
     return None
 
 
