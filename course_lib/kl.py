@@ -69,7 +69,10 @@ class DiagonalGaussian:
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """A reparameterized sample; pass a generator for reproducible noise."""
-        noise = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        # the noise is drawn where the generator lives (a CPU generator works for CUDA latents too)
+        device = generator.device if generator is not None else self.mean.device
+        noise = torch.randn(self.mean.shape, generator=generator, device=device, dtype=self.mean.dtype)
+        noise = noise.to(self.mean.device)
         return reparameterize(self.mean, self.logvar, noise)
 
     def mode(self) -> torch.Tensor:

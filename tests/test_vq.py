@@ -9,6 +9,15 @@ from course_lib.vq import (VectorQuantizer, VQConfig, naive_vq_config, nearest_c
                            usage_stats, vq_loss)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny tensors: a second thread only adds synchronisation, and costs a lot on a shared 2-core machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
