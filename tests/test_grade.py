@@ -146,9 +146,14 @@ def test_regrading_gives_the_same_bytes_and_infers_lessons(tmp_path):
 
 def test_every_lesson_solution_passes_and_its_student_notebook_is_not_implemented(tmp_path):
     """Every lesson as it lands: its solution and its stubs, through the sandboxed child (no notebook runs)."""
-    lessons = {e.lesson for e in exercises()}
-    pairs = [(p, ROOT / "notebooks" / p.name) for p in sorted(SOLUTIONS.glob("*.ipynb"))
-             if read(p).metadata.get("course", {}).get("lesson") in lessons]
+    lessons, pairs = {e.lesson for e in exercises()}, []
+    for path in sorted(SOLUTIONS.glob("*.ipynb")):
+        if read(path).metadata.get("course", {}).get("lesson") in lessons:
+            solution, student = tmp_path / "solutions" / path.name, tmp_path / "students" / path.name
+            for target, nb in ((solution, read(path)), (student, make_student(read(path)))):
+                target.parent.mkdir(exist_ok=True)
+                target.write_text(nbformat.writes(nb), encoding="utf-8")
+            pairs.append((solution, student))
     assert len(pairs) >= 2
     out = tmp_path / "lessons.csv"
     assert grade.main([str(p) for pair in pairs for p in pair] + ["--out", str(out), "--no-notebook-run"]) == 0
