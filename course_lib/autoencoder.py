@@ -30,9 +30,9 @@ class AutoencoderConfig:
 
     in_channels: int = 3
     downsample: int = 4
-    widths: tuple[int, ...] = (32, 64, 64)
+    widths: tuple[int, ...] = (16, 32, 64)  # the f=4 presets' encoder / decoder
     latent_channels: int = 16
-    res_blocks: int | tuple[int, ...] = 1
+    res_blocks: int | tuple[int, ...] = (0, 1, 1)
 
     def __post_init__(self):
         self.widths = tuple(self.widths)  # lists come back from json / checkpoints
