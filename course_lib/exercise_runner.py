@@ -3,14 +3,12 @@
 The grader (:mod:`course_lib.grade`) draws the cases and computes the reference outputs itself; the
 child (forked from a forkserver that imported torch and course_lib once) only runs the student's code:
 
-1. it arms tripwires on every exercise reference, and installs the
-   guard of :mod:`course_lib.sandbox` (from then on it cannot read the answer key or write outside
-   its folder);
+1. it arms tripwires on every exercise reference and installs the guard of :mod:`course_lib.sandbox`;
 2. for each exercise it executes the program (the cell and the context it needs), calls the function
-   on the cases, and sends the outputs back over a pipe as data (``torch.save``; the grader
-   reads them with ``weights_only=True``), with ``start``/``end`` markers around each exercise;
-3. the grader gives each exercise a deadline; a child that hangs, exits or is killed costs only the
-   exercise it was running, and a new child picks up at the next one.
+   on the cases and sends the outputs back over a pipe as data (the grader reads them with
+   ``torch.load(weights_only=True)``), between ``start`` and ``end`` markers;
+3. each exercise has a deadline; a child that hangs, exits or is killed costs only the exercise it
+   was running, and a new child picks up at the next one.
 """
 from __future__ import annotations
 
@@ -70,31 +68,12 @@ def child_main(channel: Any, args: dict) -> None:
 
     Runs in a process forked from the forkserver (torch and course_lib are already imported there).
     """
-    os.setsid()  # its own process group: the grader kills it and anything it started in one go
-    fd = os.dup(channel.fileno())  # the report channel; the student's prints go to /dev/null
-    channel.close()
-    devnull = os.open(os.devnull, os.O_RDWR)
-    log = os.open(Path(args["job"], f"stderr_{args['start']}.txt"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    for target, source in ((0, devnull), (1, devnull), (2, log)):
-        os.dup2(source, target)
-    os.environ.clear()
-    os.environ.update(args["env"])
     import torch
 
-    from course_lib import exercises as registry
-
-    torch.set_num_threads(1)
-    registry.check = lambda name, fn: fn  # a check left in the exercise cell keeps the student's function
-    send = lambda message, payload=b"": send_line(fd, message, payload)  # noqa: E731
-    wires = Tripwires(send)
-    wires.install()
-    job = json.loads(Path(args["job"], "job.json").read_text())
-    start = args["start"]
-    cases = {i: torch.load(Path(args["job"], f"cases_{i}.pt"), weights_only=False) for i in range(start, len(job))}
-    os.chdir(args["root"])
-    os.dup2(devnull, 2)
-    install(Path(args["root"]), send, args["memory_mb"], Path(args["private"]))
-    for index in range(start, len(job)):
+    send, wires, registry, job, cases = _prepare(channel, args)
+    install(Path(args["root"]), send, args["memory_mb"], Path(args["private"]))  # guarded from here on
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+    for index in sorted(cases):
         send({"start": index})
         wires.sent.clear()
         outcome = _run_exercise(job[index], cases[index], wires, registry)
@@ -104,7 +83,40 @@ def child_main(channel: Any, args: dict) -> None:
     os._exit(0)  # threads the student started must not keep the child alive
 
 
+def _prepare(channel: Any, args: dict) -> tuple:
+    """Everything the child needs before student code runs: channel, tripwires, job and cases."""
+    import torch
+
+    from course_lib import exercises as registry
+
+    # 1. a process group of its own, so the grader kills it and whatever it starts in one go
+    os.setsid()
+    # 2. the report channel is a private fd; prints go to /dev/null (set-up errors to a log until then)
+    fd = os.dup(channel.fileno())
+    channel.close()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    log = os.open(Path(args["job"], f"stderr_{args['start']}.txt"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    for target, source in ((0, devnull), (1, devnull), (2, log)):
+        os.dup2(source, target)
+    # 3. the sandbox's environment (quick mode, private config dirs), one thread as in the kernel
+    os.environ.clear()
+    os.environ.update(args["env"])
+    torch.set_num_threads(1)
+    # 4. tripwires on the references, and a check left in an exercise cell keeps the student's function
+    send = lambda message, payload=b"": send_line(fd, message, payload)  # noqa: E731
+    wires = Tripwires(send)
+    wires.install()
+    registry.check = lambda name, fn: fn
+    # 5. the job and its cases, read before the guard hides the job folder
+    job = json.loads(Path(args["job"], "job.json").read_text())
+    cases = {i: torch.load(Path(args["job"], f"cases_{i}.pt"), weights_only=False)
+             for i in range(args["start"], len(job))}
+    os.chdir(args["root"])
+    return send, wires, registry, job, cases
+
+
 def _run_exercise(item: dict, cases: list, wires: Tripwires, registry: Any) -> dict:
+    """Exec the program, then call the function on each case until one raises; outputs as data."""
     namespace = {"__name__": "__main__", "get_ipython": _NoIPython}
     for filename, code in item["program"]:
         try:

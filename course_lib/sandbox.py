@@ -134,6 +134,8 @@ def install(root: Path, report: Callable[[dict], None], memory_mb: int, private:
     """Cap memory and file size, then add the audit hook (for the rest of this process's life)."""
     for limit, value in ((resource.RLIMIT_DATA, memory_mb << 20), (resource.RLIMIT_FSIZE, file_mb << 20),
                          (resource.RLIMIT_CORE, 0)):
+        hard = resource.getrlimit(limit)[1]
+        value = value if hard == resource.RLIM_INFINITY else min(value, hard)  # never above the system's cap
         resource.setrlimit(limit, (value, value))
     guard = Guard(root, report, private)
     sys.addaudithook(guard)
