@@ -71,7 +71,7 @@ class Guard:
         elif event in _SPAWNS and _program(event, args) not in SAFE_PROGRAMS:
             self._deny("spawn", f"starting other programs is not allowed ({_program(event, args) or event})")
         elif event == "os.killpg" or (event == "os.kill" and args[0] != os.getpid()):
-            self._deny("signal", f"signalling other processes is not allowed ({event} {args[0]})")
+            self._deny("signal", f"signalling other processes is not allowed ({event})")  # no pid: reruns match
 
     def _check_read(self, path: Any) -> None:
         full = _real(path)

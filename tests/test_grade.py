@@ -123,7 +123,8 @@ def test_regrading_gives_the_same_bytes_and_infers_lessons(tmp_path):
     solution = read(SOLUTIONS / V01.SOLUTION)
     keep = [c for c in solution.cells if c.cell_type == "code" and "nbgrader" in c.metadata]
     setup = new_code_cell("import torch\nfrom einops import rearrange\nfrom course_lib.exercises import check")
-    peek = new_code_cell(f"open({str(SOLUTIONS / V01.SOLUTION)!r}).read()")  # the kernel's guard refuses it
+    peek = new_code_cell("import os\ntry:\n    os.kill(os.getppid(), 0)  # the grader\nexcept PermissionError:\n"
+                         f"    pass\nopen({str(SOLUTIONS / V01.SOLUTION)!r}).read()")  # the kernel's guard refuses both
     (folder / "tiny.ipynb").write_text(nbformat.writes(new_notebook(cells=[setup, *keep, peek])))
     (folder / "unknown.ipynb").write_text(nbformat.writes(new_notebook(cells=[new_code_cell("print(1)")])))
     (folder / "broken.ipynb").write_text('{"cells": [')
@@ -137,8 +138,8 @@ def test_regrading_gives_the_same_bytes_and_infers_lessons(tmp_path):
     assert {(r["lesson"], r["status"]) for r in tiny} == {(V01.LESSON, "pass")} and len(tiny) == 3
     assert tiny[0]["notebook"].startswith(f"error in cell #{len(keep) + 2}: PermissionError: course grader sandbox: "
                                           f"reading the course's own files is not allowed (solutions/{V01.SOLUTION})")
-    assert tiny[0]["notebook"].endswith(f"; sandbox refused: reading the course's own files is not allowed "
-                                        f"(solutions/{V01.SOLUTION})")
+    assert tiny[0]["notebook"].endswith("; sandbox refused: signalling other processes is not allowed (os.kill); "
+                                        f"reading the course's own files is not allowed (solutions/{V01.SOLUTION})")
     for name, reason in (("unknown", "define no known lesson"), ("broken", "invalid JSON")):
         (row,) = [r for r in rows if r["submission"].endswith(f"{name}.ipynb")]
         assert (row["lesson"], row["exercise"], row["status"]) == ("", "", "error") and reason in row["reason"]
