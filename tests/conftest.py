@@ -27,5 +27,15 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 @pytest.fixture
+def one_thread():
+    """Run a test on one torch thread: on tiny tensors a second thread only adds synchronisation."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def root() -> Path:
     return ROOT

@@ -6,13 +6,7 @@ from course_lib.autoencoder import AutoencoderConfig, Decoder, Encoder, ResBlock
 from course_lib.seeding import seed_everything
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: a second thread only adds synchronisation, and costs a lot on a shared 2-core machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 WIDTHS = {2: (8, 16), 4: (8, 16, 16), 8: (8, 16, 16, 16)}

@@ -7,13 +7,7 @@ import torch
 from course_lib.fsq import FSQ, FSQConfig, bound, codes_to_indices, indices_to_codes, quantize, round_ste
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: a second thread only adds synchronisation, and costs a lot on a shared 2-core machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 LEVEL_SETS = [(8, 5, 5, 5), (2, 3, 4), (7,), (8, 8, 8, 6, 5), (2, 2, 2, 2)]

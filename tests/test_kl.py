@@ -7,13 +7,7 @@ import torch
 from course_lib.kl import DiagonalGaussian, LatentNormalizer, gaussian_kl, reparameterize
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: a second thread only adds synchronisation, and costs a lot on a shared 2-core machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _gen(seed=0):

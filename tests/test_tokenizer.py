@@ -13,13 +13,7 @@ from course_lib.tokenizer import (Tokenizer, TokenizerConfig, apply_overrides, b
 REQUIRED = ["ae-f4", "vq-f4", "vq-f8", "vq-f2", "fsq-f4", "lfq-f4", "kl-f4", "kl-f8", "vq-naive-f4"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: a second thread only adds synchronisation, and costs a lot on a shared 2-core machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _images(n=2, channels=3, size=32, seed=0):

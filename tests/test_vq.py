@@ -9,13 +9,7 @@ from course_lib.vq import (VectorQuantizer, VQConfig, naive_vq_config, nearest_c
                            usage_stats, vq_loss)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: a second thread only adds synchronisation, and costs a lot on a shared 2-core machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _gen(seed=0):
