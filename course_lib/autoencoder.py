@@ -62,8 +62,10 @@ class AutoencoderConfig:
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
-    # up to 32 groups as in VQGAN; the gcd keeps any width legal (e.g. 48 -> 16 groups)
-    return nn.GroupNorm(math.gcd(channels, 32), channels, eps=1e-6)
+    # up to 32 groups as in VQGAN, each of at least 16 channels; the gcd keeps any width legal.
+    # 16 -> 1 group, 32 -> 2, 64 -> 4, 512 -> 32. One-channel groups (instance norm) would remove each
+    # image's colour statistics, which the decoder then cannot restore (2-3 dB lower PSNR on photos)
+    return nn.GroupNorm(math.gcd(channels, 32, max(1, channels // 16)), channels, eps=1e-6)
 
 
 class ResBlock(nn.Module):
