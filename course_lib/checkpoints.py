@@ -104,10 +104,29 @@ def save_checkpoint(path: str | Path, model: nn.Module, metadata: dict | None = 
     """Write model weights + how to rebuild it + metadata atomically; ``code_version`` is added."""
     payload = {"format": FORMAT, "version": VERSION, "model": describe_model(model),
                "state_dict": model.state_dict(),
-               "metadata": {**(metadata or {}), "code_version": code_version()}}
+               "metadata": plain_data({**(metadata or {}), "code_version": code_version()}, "metadata")}
     if train_state is not None:
         payload["train_state"] = train_state
     return atomic_save(payload, path)
+
+
+def plain_data(value, where: str = "value"):
+    """``value`` as what ``weights_only`` loading accepts: dicts, lists, tuples, str, numbers, bool, None,
+    tensors. str / int / float subclasses (``torch.__version__``, numpy scalars) become the plain type."""
+    if value is None or isinstance(value, (bool, torch.Tensor)):
+        return value
+    for plain in (str, int, float):
+        if isinstance(value, plain):
+            return plain(value)
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy scalar
+        return value.item()
+    if isinstance(value, dict):
+        return {plain_data(k, where): plain_data(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [plain_data(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if isinstance(value, tuple) else items
+    raise CheckpointError(f"{where} holds a {type(value).__name__}; checkpoints keep plain data only "
+                          f"(dict, list, tuple, str, int, float, bool, None, tensors)")
 
 
 def atomic_save(payload: dict, path: str | Path) -> Path:
@@ -120,11 +139,18 @@ def atomic_save(payload: dict, path: str | Path) -> Path:
             torch.save(payload, file)
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600 files; a checkpoint is an ordinary file
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -218,7 +244,7 @@ def _summary(metadata: dict) -> str:
 def update_metadata(path: str | Path, **entries) -> dict:
     """Add or replace metadata entries of the checkpoint at ``path`` (atomically); returns the metadata."""
     payload = load_checkpoint(path)
-    payload["metadata"].update(entries)
+    payload["metadata"].update(plain_data(entries, "metadata"))
     atomic_save(payload, path)
     return payload["metadata"]
 

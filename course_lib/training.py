@@ -202,9 +202,11 @@ class _Run:
         self.model, self.optimizer, self.sampler, self.config = model, optimizer, sampler, config
         self.checkpoint, self.metadata, self.device = checkpoint, metadata, device
         self.step, self.saved_step, self.history, self.evals = 0, None, [], []
+        self.seconds, self.cpu_seconds = 0.0, 0.0  # spent by earlier sessions of this run
+        self.began, self.cpu_began = time.perf_counter(), time.process_time()
 
     def restore(self) -> None:
-        payload = load_checkpoint(self.checkpoint, map_location=self.device)
+        payload = load_checkpoint(self.checkpoint)  # on cpu: random states and the data order live there
         state = payload.get("train_state")
         if state is None:
             raise ValueError(f"{self.checkpoint} holds no training state (a shipped, weights-only checkpoint?); "
@@ -219,9 +221,11 @@ class _Run:
         set_rng_state(state["rng"])
         self.step = self.saved_step = state["step"]
         self.history, self.evals = state["history"], state["evals"]
+        self.seconds, self.cpu_seconds = state.get("seconds", 0.0), state.get("cpu_seconds", 0.0)
 
     def loop(self, tensors, loss_fn, eval_fn, progress) -> TrainResult:
-        config, start, began = self.config, self.step, time.perf_counter()
+        config, start = self.config, self.step
+        self.began, self.cpu_began = time.perf_counter(), time.process_time()
         bar = tqdm(total=config.steps, initial=self.step, disable=not progress, dynamic_ncols=True)
         with bar:
             while self.step < config.steps:
@@ -236,7 +240,7 @@ class _Run:
                 if self.checkpoint is not None and self._due(config.checkpoint_every):
                     self.save()
         self.model.eval()
-        return TrainResult(self.step - start, time.perf_counter() - began, self.history, self.evals)
+        return TrainResult(self.step - start, time.perf_counter() - self.began, self.history, self.evals)
 
     def _due(self, every: int) -> bool:
         return self.step == self.config.steps or (every > 0 and self.step % every == 0)
@@ -281,10 +285,14 @@ class _Run:
         bar.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if v is not None))
 
     def save(self) -> None:
+        # wall and cpu (all threads) seconds of the training loop, summed over resumed sessions
+        seconds = self.seconds + time.perf_counter() - self.began
+        cpu_seconds = self.cpu_seconds + time.process_time() - self.cpu_began
         train_state = {"step": self.step, "config": asdict(self.config), "optimizer": self.optimizer.state_dict(),
                        "sampler": self.sampler.state_dict(), "rng": rng_state(),
-                       "history": self.history, "evals": self.evals}
+                       "history": self.history, "evals": self.evals, "seconds": seconds, "cpu_seconds": cpu_seconds}
         metadata = {**self.metadata, "steps": self.step, "complete": self.step == self.config.steps,
-                    "train_config": asdict(self.config), "metrics": self.evals[-1] if self.evals else None}
+                    "train_config": asdict(self.config), "metrics": self.evals[-1] if self.evals else None,
+                    "train_seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1)}
         save_checkpoint(self.checkpoint, self.model, metadata, train_state)
         self.saved_step = self.step

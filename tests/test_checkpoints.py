@@ -7,11 +7,11 @@ import torch
 from course_lib.checkpoints import (CHECKPOINT_DIR, CheckpointError, export_weights, load_checkpoint, load_model,
                                     load_or_train, read_metadata, save_checkpoint)
 from course_lib.evaluate import evaluate_tokenizer, tokenizer_images
+from course_lib.make_checkpoints import MAX_BYTES, RECIPES
 from course_lib.tokenizer import build_tokenizer
 from course_lib.training import TrainConfig, train
 
 SHIPPED = sorted(CHECKPOINT_DIR.glob("*.pt"))
-MAX_BYTES = 5 * 2**20
 
 
 def _tiny(preset="vq-f4", **overrides):
@@ -111,23 +111,26 @@ def test_export_drops_the_training_state(tmp_path):
     assert read_metadata(tmp_path / "ship.pt")["steps"] == 2
 
 
-def test_shipped_checkpoints_exist_or_skip():
-    if not SHIPPED:
-        pytest.skip("no shipped checkpoints yet: run `make checkpoints`")
-    names = {path.stem for path in SHIPPED}
+def test_every_recipe_is_shipped_and_nothing_else():
+    assert sorted(p.stem for p in SHIPPED) == sorted(RECIPES), "run `make checkpoints` and commit data/checkpoints/"
     for preset in ("vq-f4", "fsq-f4", "kl-f4"):
         for data in ("shapes", "photos"):
-            assert f"{preset}-{data}" in names
+            assert f"{preset}-{data}" in RECIPES
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
-def test_shipped_checkpoint_reproduces_its_test_metrics(path):
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_shipped_checkpoint_reproduces_its_test_metrics(name):
+    path = CHECKPOINT_DIR / f"{name}.pt"
+    assert path.is_file(), f"{path} is missing: run `make checkpoints`"
     assert path.stat().st_size <= MAX_BYTES
     payload = load_checkpoint(path)
     assert "train_state" not in payload
     metadata = payload["metadata"]
     for key in ("preset", "data", "steps", "seed", "test_metrics", "test_set", "code_version", "train_seconds"):
         assert key in metadata, f"{path.name} metadata lacks {key!r}"
+    recipe = RECIPES[name]
+    assert (metadata["recipe"], metadata["preset"], metadata["data"], metadata["steps"]) == \
+        (name, recipe.preset, recipe.data, recipe.train.steps), f"{path.name} was not made by its current recipe"
     model = load_model(path)
     test_set = metadata["test_set"]
     images = tokenizer_images(test_set["data"], test_set["split"], model.config.autoencoder.in_channels,
@@ -136,3 +139,42 @@ def test_shipped_checkpoint_reproduces_its_test_metrics(path):
     assert abs(metrics["psnr"] - metadata["test_metrics"]["psnr"]) < 0.1
     if model.is_discrete:
         assert abs(metrics["usage"] - metadata["test_metrics"]["usage"]) < 0.01
+
+
+def test_metadata_is_kept_as_plain_data(tmp_path):
+    import numpy as np
+    save_checkpoint(tmp_path / "m.pt", _tiny(), {"torch": torch.__version__, "score": np.float32(1.5),
+                                                 "shape": (1, 2), "nested": {"n": np.int64(3)}})
+    metadata = read_metadata(tmp_path / "m.pt")  # a str subclass would fail weights_only loading
+    assert type(metadata["torch"]) is str and metadata["score"] == 1.5 and metadata["nested"]["n"] == 3
+    assert metadata["shape"] == (1, 2)
+    with pytest.raises(CheckpointError, match=r"metadata\['bad'\] holds a object"):
+        save_checkpoint(tmp_path / "bad.pt", _tiny(), {"bad": object()})
+
+
+def test_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+    save_checkpoint(tmp_path / "m.pt", _tiny())
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "m.pt").stat().st_mode) == 0o666 & ~mask
+
+
+def test_training_time_adds_up_over_resumed_sessions(tmp_path):
+    from course_lib.training import default_loss
+    path, config = tmp_path / "run.pt", TrainConfig(steps=6, batch_size=4, warmup=0, checkpoint_every=3)
+    images = torch.rand(16, 3, 16, 16)
+    calls = {"n": 0}
+
+    def crash_at_5(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return default_loss(model, batch)
+    with pytest.raises(KeyboardInterrupt):
+        train(_tiny(codebook_size=16), images, config, loss_fn=crash_at_5, checkpoint=path, progress=False)
+    first = read_metadata(path)
+    train(_tiny(codebook_size=16), images, config, checkpoint=path, resume=True, progress=False)
+    second = read_metadata(path)
+    assert 0 < first["train_seconds"] < second["train_seconds"] and 0 < first["cpu_seconds"] < second["cpu_seconds"]
