@@ -86,7 +86,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("checkpoint", help="a .pt file written by course_lib.train or make_checkpoints")
     parser.add_argument("--data", required=True, help="shapes, photos, glyphs, mnist, fashion_mnist, cifar10 "
                                                       "or folder:PATH")
-    parser.add_argument("--split", default="test", choices=("train", "test"))
+    parser.add_argument("--split", default="test", choices=("train", "test", "all"), help="all: a whole folder")
     parser.add_argument("--n", type=int, default=None, help="evaluate the first N images (default: 1024 test / "
                                                             "8192 train images of built-in sets; all of a folder)")
     parser.add_argument("--batch-size", type=int, default=256)

@@ -13,10 +13,16 @@ from __future__ import annotations
 
 import argparse
 import ast
+import itertools
+import os
 import sys
 from pathlib import Path
 
-import torch
+# on a busy machine, OpenMP threads that spin while waiting take the cores the other threads need
+# (6x slower measured on 2 shared cores); waiting passively costs little. Must precede `import torch`.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 from .checkpoints import CheckpointError, check_metadata, load_checkpoint, update_metadata
 from .datasets import DatasetUnavailable
@@ -26,27 +32,57 @@ from .tokenizer import Tokenizer, build_tokenizer, tokenizer_presets
 from .training import TrainConfig, TrainingDiverged, TrainResult, train
 
 EVAL_IMAGES = 256  # periodic evaluation during training: PSNR and usage on this many test images
+_CHANNEL_ORDERS = list(itertools.permutations(range(3)))
+
+
+def augment_images(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Each image turned by a random symmetry of the square (4 rotations x 2 flips) and, if RGB, with its
+    colour channels in a random order: up to 48 variants, fixed by ``seed``. (N, C, H, W) -> same shape.
+
+    A few source photos hold few colours and orientations; the variants stop a codebook from
+    fitting only those (measured on photos: test PSNR +1.5 dB for VQ at equal steps).
+    """
+    if images.ndim != 4 or images.shape[-1] != images.shape[-2]:
+        raise ValueError(f"expected square images (N, C, H, H), got {tuple(images.shape)}")
+    g = torch.Generator().manual_seed(seed)
+    turns, flips = torch.randint(4, (len(images),), generator=g), torch.randint(2, (len(images),), generator=g)
+    orders = torch.randint(len(_CHANNEL_ORDERS), (len(images),), generator=g)
+    out = images.clone()
+    for turn, flip in itertools.product(range(4), range(2)):
+        chosen = (turns == turn) & (flips == flip)
+        turned = torch.rot90(images[chosen], turn, dims=(2, 3))  # (n, C, H, W)
+        out[chosen] = turned.flip(3) if flip else turned
+    if images.shape[1] == 3:
+        for i, order in enumerate(_CHANNEL_ORDERS):
+            out[orders == i] = out[orders == i][:, list(order)]
+    return out
 
 
 def train_tokenizer(preset: str, data: str, config: TrainConfig, out: str | Path | None = None,
                     overrides: dict | None = None, n_train: int | None = None, n_test: int = 1024,
-                    resume: bool = False, progress: bool = True,
+                    augment: bool = False, resume: bool = False, progress: bool = True,
                     device: str | None = None) -> tuple[Tokenizer, TrainResult, dict | None]:
     """Build ``preset`` (with ``overrides``), train it on ``data``, and evaluate it on the test split.
+
+    ``augment`` trains on :func:`augment_images` variants of the training images.
 
     Returns the model, the run, and the test metrics (None for a folder too small to have a test split);
     with ``out`` the checkpoint's metadata records preset, overrides, data, seed and the test metrics.
     """
     overrides = dict(overrides or {})
     seed_everything(config.seed)
-    model = build_tokenizer(preset, **overrides)
+    # channels-last convolutions are faster in oneDNN (CPU) and cuDNN; weights load into either layout
+    model = build_tokenizer(preset, **overrides).to(memory_format=torch.channels_last)
     channels, size = model.config.autoencoder.in_channels, model.config.image_size
     train_images = tokenizer_images(data, "train", channels, size, n_train)
+    if augment:
+        train_images = augment_images(train_images, seed=config.seed)
     test_images = _test_images(data, channels, size, n_test)
     metadata = {"kind": "tokenizer", "preset": preset, "overrides": overrides, "data": data,
-                "train_images": len(train_images), "seed": config.seed}
+                "train_images": len(train_images), "augment": augment, "seed": config.seed}
     if resume and out is not None and Path(out).is_file():
-        check_metadata(load_checkpoint(out)["metadata"], {k: metadata[k] for k in ("preset", "overrides", "data")}, out)
+        same = ("preset", "overrides", "data", "train_images", "augment")
+        check_metadata(load_checkpoint(out)["metadata"], {k: metadata[k] for k in same}, out)
     eval_fn = None if test_images is None else _periodic_eval(test_images[:EVAL_IMAGES])
     result = train(model, train_images, config, eval_fn=eval_fn, checkpoint=out, resume=resume,
                    metadata=metadata, device=device, progress=progress)
@@ -103,6 +139,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=None, help="default: steps // 10")
     p.add_argument("--n-train", type=int, default=None, help="cap on training images (built-in sets: 8192)")
     p.add_argument("--n-test", type=int, default=1024)
+    p.add_argument("--augment", action="store_true", help="random flips, quarter turns and colour-channel orders")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset field")
     p.add_argument("--resume", action="store_true", help="continue the run saved at --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -120,7 +157,8 @@ def run(args: argparse.Namespace) -> str:
                          warmup=args.warmup if args.warmup is not None else min(100, args.steps // 10),
                          eval_every=eval_every, checkpoint_every=eval_every)
     model, result, metrics = train_tokenizer(args.preset, args.data, config, args.out, parse_overrides(args.set),
-                                             args.n_train, args.n_test, args.resume, device=args.device)
+                                             args.n_train, args.n_test, args.augment, args.resume,
+                                             device=args.device)
     summary = f"saved {args.out}: {result.steps} steps in {result.seconds:.0f} s"
     if metrics:
         summary += ", test " + ", ".join(f"{k} {metrics[k]:.4g}" for k in ("psnr", "ssim", "usage") if metrics[k] is not None)

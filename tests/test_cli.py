@@ -60,6 +60,8 @@ def test_folder_of_own_images_any_size_and_mode(tmp_path, capsys):
     assert evaluate.main([str(out), "--data", f"folder:{folder}", "--split", "test"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["images"] == 2 and result["bits_per_image"] > 0
+    assert evaluate.main([str(out), "--data", f"folder:{folder}", "--split", "all"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 20
 
 
 def test_continuous_latents_report_null_token_statistics(tmp_path, capsys):
@@ -126,3 +128,24 @@ def test_make_checkpoints_rejects_unknown_names(capsys):
     assert "vq-f99" in capsys.readouterr().err
     assert make_checkpoints.main(["--list"]) == 0
     assert "vq-f4-photos" in capsys.readouterr().out
+
+
+def test_augment_images_are_symmetries_and_channel_orders():
+    import torch
+    from course_lib.train import augment_images
+    images = torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = augment_images(images, seed=1)
+    assert torch.equal(out, augment_images(images, seed=1)) and not torch.equal(out, augment_images(images, seed=2))
+    variants = 0
+    for x, y in zip(images, out):
+        candidates = [torch.rot90(x, k, dims=(1, 2)) for k in range(4)]
+        candidates += [c.flip(2) for c in candidates]
+        matches = [c[list(p)] for c in candidates for p in
+                   [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)] if torch.equal(c[list(p)], y)]
+        assert matches, "every output is a turned / flipped / channel-reordered input"
+        variants += not torch.equal(x, y)
+    assert variants > 50
+    grey = torch.rand(8, 1, 8, 8)
+    assert augment_images(grey).shape == grey.shape
+    with pytest.raises(ValueError, match="square"):
+        augment_images(torch.rand(2, 3, 8, 6))
