@@ -40,7 +40,7 @@ student: $(STAMP)
 	$(PY) -m course_lib.nbtools student
 
 checkpoints: $(STAMP)
-	$(PY) -m course_lib.make_checkpoints
+	$(PY) -m course_lib.make_checkpoints --jobs 2
 
 grade: $(STAMP)
 	@mkdir -p $(SANDBOX)
