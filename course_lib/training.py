@@ -293,6 +293,6 @@ class _Run:
                        "history": self.history, "evals": self.evals, "seconds": seconds, "cpu_seconds": cpu_seconds}
         metadata = {**self.metadata, "steps": self.step, "complete": self.step == self.config.steps,
                     "train_config": asdict(self.config), "metrics": self.evals[-1] if self.evals else None,
-                    "train_seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1)}
+                    "train_seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3)}
         save_checkpoint(self.checkpoint, self.model, metadata, train_state)
         self.saved_step = self.step

@@ -1,5 +1,6 @@
 """Checkpoint files: round trips, clear errors on bad files, load_or_train, and every shipped checkpoint."""
 import pickle
+import time
 
 import pytest
 import torch
@@ -167,14 +168,20 @@ def test_training_time_adds_up_over_resumed_sessions(tmp_path):
     images = torch.rand(16, 3, 16, 16)
     calls = {"n": 0}
 
+    def busy_loss(model, batch):  # measurable wall and cpu time per step, even on a fast machine
+        busy_until = time.process_time() + 0.02
+        while time.process_time() < busy_until:
+            pass
+        return default_loss(model, batch)
+
     def crash_at_5(model, batch):
         calls["n"] += 1
         if calls["n"] == 5:
             raise KeyboardInterrupt
-        return default_loss(model, batch)
+        return busy_loss(model, batch)
     with pytest.raises(KeyboardInterrupt):
         train(_tiny(codebook_size=16), images, config, loss_fn=crash_at_5, checkpoint=path, progress=False)
     first = read_metadata(path)
-    train(_tiny(codebook_size=16), images, config, checkpoint=path, resume=True, progress=False)
+    train(_tiny(codebook_size=16), images, config, loss_fn=busy_loss, checkpoint=path, resume=True, progress=False)
     second = read_metadata(path)
     assert 0 < first["train_seconds"] < second["train_seconds"] and 0 < first["cpu_seconds"] < second["cpu_seconds"]
