@@ -18,7 +18,7 @@ import os
 import platform
 import subprocess
 import sys
-import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see course_lib/train.py; must precede `import torch`
@@ -142,26 +142,22 @@ def main(argv=None) -> int:
 def make_in_parallel(names: list[str], jobs: int, force: bool) -> int:
     """Train ``names`` as child processes, ``jobs`` at a time, one torch thread each; 0 if all succeed."""
     RUN_DIR.mkdir(parents=True, exist_ok=True)
-    pending, running, failed = list(names), {}, []
-    while pending or running:
-        while pending and len(running) < jobs:
-            name = pending.pop(0)
-            log = RUN_DIR / f"{name}.log"
-            command = [sys.executable, "-m", "course_lib.make_checkpoints", "--only", name, "--threads", "1"]
-            with log.open("w") as stream:
-                running[name] = subprocess.Popen(command + ["--force"] * force, stdout=stream, stderr=subprocess.STDOUT)
-            print(f"{name}: training (progress in {log})", flush=True)
-        time.sleep(1)
-        for name, process in list(running.items()):
-            if process.poll() is None:
-                continue
-            del running[name]
-            if process.returncode:
-                failed.append(name)
-                print(f"error: {name} failed (exit {process.returncode}); see {RUN_DIR / f'{name}.log'}", file=sys.stderr)
-            else:
-                print(summary_line(name), flush=True)
+    with ThreadPoolExecutor(jobs) as pool:
+        failed = [name for name, ok in zip(names, pool.map(lambda n: _make_in_child(n, force), names)) if not ok]
     return 1 if failed else 0
+
+
+def _make_in_child(name: str, force: bool) -> bool:
+    log = RUN_DIR / f"{name}.log"
+    print(f"{name}: training (progress in {log})", flush=True)
+    command = [sys.executable, "-m", "course_lib.make_checkpoints", "--only", name, "--threads", "1"]
+    with log.open("w") as stream:
+        code = subprocess.run(command + ["--force"] * force, stdout=stream, stderr=subprocess.STDOUT).returncode
+    if code:
+        print(f"error: {name} failed (exit {code}); see {log}", file=sys.stderr)
+    else:
+        print(summary_line(name), flush=True)
+    return code == 0
 
 
 if __name__ == "__main__":
