@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 
 # on a busy machine, OpenMP threads that spin while waiting take the cores the other threads need
-# (6x slower measured on 2 shared cores); waiting passively costs little. Must precede `import torch`.
+# (6x slower measured on 2 shared cores). On an idle 2-core machine passive waiting costs about 30%
+# with two threads and nothing with one (make_checkpoints --jobs). Must precede `import torch`.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402

@@ -203,7 +203,6 @@ class _Run:
         self.checkpoint, self.metadata, self.device = checkpoint, metadata, device
         self.step, self.saved_step, self.history, self.evals = 0, None, [], []
         self.seconds, self.cpu_seconds = 0.0, 0.0  # spent by earlier sessions of this run
-        self.began, self.cpu_began = time.perf_counter(), time.process_time()
 
     def restore(self) -> None:
         payload = load_checkpoint(self.checkpoint)  # on cpu: random states and the data order live there
