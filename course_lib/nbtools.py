@@ -7,7 +7,9 @@ copy replaces it with nbgrader's stub, indented like the ``### BEGIN SOLUTION`` 
     return x.clamp(0, 1)        ->     raise NotImplementedError()
     ### END SOLUTION
 
-Outputs and execution counts are stripped; cell metadata (nbgrader's included) is kept.
+Outputs and execution counts are stripped; cell metadata (nbgrader's included) is kept, and the
+student copy is locked as nbgrader locks it: locked cells (the checks, given code) cannot be edited,
+and no locked, solution or graded cell can be deleted.
 
 Command line::
 
@@ -70,10 +72,20 @@ def strip_outputs(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return nb
 
 
+def lock(cell: nbformat.NotebookNode) -> None:
+    """Set the frontend's ``editable`` / ``deletable`` flags from the cell's nbgrader metadata."""
+    grading = cell.metadata.get("nbgrader", {})
+    if grading.get("locked") and not grading.get("solution"):
+        cell.metadata["editable"] = False
+    if grading.get("locked") or grading.get("solution") or grading.get("grade"):
+        cell.metadata["deletable"] = False
+
+
 def make_student(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """The student version of a solution notebook."""
     nb = strip_outputs(nb)
     for index, cell in enumerate(nb.cells):
+        lock(cell)
         if BEGIN in cell.source or END in cell.source:
             try:
                 cell.source = strip_solution(cell.source, markdown=cell.cell_type == "markdown")

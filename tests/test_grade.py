@@ -301,7 +301,9 @@ def test_nbgrader_generates_the_same_student_stubs(tmp_path):
         ours = make_student(read(path))
         theirs = nbformat.read(str(tmp_path / "release" / "lessons" / path.name), as_version=4)
         assert [c.source for c in theirs.cells] == [c.source for c in ours.cells], path.name
-        # nbgrader only adds metadata: deletable/editable false, nbgrader.cell_type and a checksum
-        for mine, generated in zip(ours.cells, theirs.cells):
+        # the same locks; beyond them nbgrader only adds nbgrader.cell_type and a checksum
+        for index, (mine, generated) in enumerate(zip(ours.cells, theirs.cells)):
+            for flag in ("editable", "deletable"):
+                assert mine.metadata.get(flag, True) == generated.metadata.get(flag, True), (path.name, index, flag)
             for key, value in mine.metadata.get("nbgrader", {}).items():
                 assert generated.metadata["nbgrader"][key] == value

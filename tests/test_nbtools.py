@@ -43,6 +43,19 @@ def test_make_student_strips_outputs_and_keeps_metadata():
     assert nb.cells[1].outputs, "the source notebook is not modified"
 
 
+def test_make_student_locks_checks_and_keeps_answers_editable():
+    nb = _notebook()
+    check = nbformat.v4.new_code_cell("check_f(f)")
+    check.metadata["nbgrader"] = {"solution": False, "grade": False, "grade_id": "check_f", "locked": True,
+                                  "schema_version": 3}
+    nb.cells.append(check)
+    markdown, answer, check = make_student(nb).cells
+    assert check.metadata["editable"] is False and check.metadata["deletable"] is False
+    assert "editable" not in answer.metadata and answer.metadata["deletable"] is False
+    assert "editable" not in markdown.metadata and "deletable" not in markdown.metadata
+    assert "editable" not in nb.cells[2].metadata, "the solution notebook stays unlocked"
+
+
 def test_sync_problems_and_build(tmp_path):
     solutions, notebooks = tmp_path / "solutions", tmp_path / "notebooks"
     solutions.mkdir()
