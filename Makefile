@@ -34,17 +34,17 @@ test: $(STAMP)
 
 course: $(STAMP)
 	@mkdir -p $(SANDBOX)
-	$(CONFIG_ENV) $(PY) -m course_lib.build_course --out build/course
+	$(CONFIG_ENV) $(PY) -m course_lib.tools.build_course --out build/course
 
 student: $(STAMP)
-	$(PY) -m course_lib.nbtools student
+	$(PY) -m course_lib.tools.nbtools student
 
 checkpoints: $(STAMP)
-	$(PY) -m course_lib.make_checkpoints --jobs 2
+	$(PY) -m course_lib.tools.make_checkpoints --jobs 2
 
 grade: $(STAMP)
 	@mkdir -p $(SANDBOX)
-	$(CONFIG_ENV) $(PY) -m course_lib.grade $(SUBMISSIONS) --out grades.csv
+	$(CONFIG_ENV) $(PY) -m course_lib.grading.grade $(SUBMISSIONS) --out grades.csv
 
 clean:
 	rm -rf build

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from course_lib.autoencoder import AutoencoderConfig, Decoder, Encoder, ResBlock, count_parameters
-from course_lib.seeding import seed_everything
+from course_lib.tokenizers.autoencoder import AutoencoderConfig, Decoder, Encoder, ResBlock, count_parameters
+from course_lib.engine.seeding import seed_everything
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,6 +1,6 @@
 import nbformat
 
-from course_lib import build_course
+from course_lib.tools import build_course
 
 
 def test_build_executes_writes_html_and_times(tmp_path, monkeypatch):

@@ -1,16 +1,19 @@
-"""Checkpoint files: round trips, clear errors on bad files, load_or_train, and every shipped checkpoint."""
+"""Checkpoint files: round trips, clear errors on bad files, and every shipped checkpoint."""
 import pickle
 import time
 
 import pytest
 import torch
 
-from course_lib.checkpoints import (CHECKPOINT_DIR, CheckpointError, export_weights, load_checkpoint, load_model,
-                                    load_or_train, read_metadata, save_checkpoint)
-from course_lib.evaluate import evaluate_tokenizer, tokenizer_images
-from course_lib.make_checkpoints import MAX_BYTES, RECIPES
-from course_lib.tokenizer import build_tokenizer
-from course_lib.training import TrainConfig, train
+from course_lib.engine.checkpoints import (CheckpointError, export_weights, load_checkpoint, load_model,
+                                    read_metadata, save_checkpoint)
+from course_lib.datasets.images import load_images
+from course_lib.evaluation.reconstruction import evaluate_tokenizer
+from course_lib.paths import CHECKPOINT_DIR
+from course_lib.tokenizers.losses import TokenizerLoss
+from course_lib.tools.make_checkpoints import MAX_BYTES, RECIPES
+from course_lib.tokenizers.tokenizer import build_tokenizer
+from course_lib.engine.training import TrainConfig, train
 
 SHIPPED = sorted(CHECKPOINT_DIR.glob("*.pt"))
 
@@ -35,7 +38,7 @@ def test_round_trip_rebuilds_the_same_model(tmp_path):
 def test_files_load_with_weights_only(tmp_path):
     save_checkpoint(tmp_path / "m.pt", _tiny())
     payload = torch.load(tmp_path / "m.pt", weights_only=True)  # no pickled code needed
-    assert payload["model"]["class"] == "course_lib.tokenizer:Tokenizer"
+    assert payload["model"]["class"] == "course_lib.tokenizers.tokenizer:Tokenizer"
 
 
 class Evil:
@@ -75,36 +78,9 @@ def test_mismatched_files_give_clear_errors(tmp_path):
         load_model(tmp_path / "m.pt", expect={"preset": "fsq-f4"})
 
 
-def test_load_or_train_trains_once_then_loads(tmp_path, capsys):
-    path = tmp_path / "cache" / "vq.pt"
-    calls = []
-
-    def train_fn():
-        calls.append(1)
-        model = _tiny(codebook_size=16)
-        train(model, torch.rand(16, 3, 16, 16), TrainConfig(steps=2, batch_size=4, warmup=0),
-              checkpoint=path, resume=True, metadata={"preset": "vq-f4"}, progress=False)
-        return model
-    first = load_or_train(path, train_fn, expect={"preset": "vq-f4"})
-    second = load_or_train(path, train_fn, expect={"preset": "vq-f4"})
-    assert len(calls) == 1 and "loaded vq.pt" in capsys.readouterr().out
-    images = torch.rand(2, 3, 16, 16)
-    assert torch.equal(first(images).reconstruction, second(images).reconstruction)
-    with pytest.raises(CheckpointError, match="delete it to retrain"):
-        load_or_train(path, train_fn, expect={"preset": "fsq-f4"})
-
-
-def test_load_or_train_saves_what_train_fn_returns(tmp_path):
-    path = tmp_path / "plain.pt"
-    model = load_or_train(path, lambda: _tiny("fsq-f4"), expect={"preset": "fsq-f4"})
-    assert read_metadata(path)["preset"] == "fsq-f4" and not model.training
-    with pytest.raises(ValueError, match="must return the trained model"):
-        load_or_train(tmp_path / "other.pt", lambda: None)
-
-
 def test_export_drops_the_training_state(tmp_path):
     model = _tiny(codebook_size=16)
-    train(model, torch.rand(16, 3, 16, 16), TrainConfig(steps=2, batch_size=4, warmup=0),
+    train(model, torch.rand(16, 3, 16, 16), TrainConfig(steps=2, batch_size=4, warmup=0), loss_fn=TokenizerLoss(),
           checkpoint=tmp_path / "run.pt", progress=False)
     export_weights(tmp_path / "run.pt", tmp_path / "ship.pt")
     assert "train_state" not in load_checkpoint(tmp_path / "ship.pt")
@@ -134,7 +110,7 @@ def test_shipped_checkpoint_reproduces_its_test_metrics(name):
         (name, recipe.preset, recipe.data, recipe.train.steps), f"{path.name} was not made by its current recipe"
     model = load_model(path)
     test_set = metadata["test_set"]
-    images = tokenizer_images(test_set["data"], test_set["split"], model.config.autoencoder.in_channels,
+    images = load_images(test_set["data"], test_set["split"], model.config.autoencoder.in_channels,
                               model.config.image_size, test_set["n"])
     metrics = evaluate_tokenizer(model, images, with_ssim=False)
     assert abs(metrics["psnr"] - metadata["test_metrics"]["psnr"]) < 0.1
@@ -163,7 +139,6 @@ def test_files_get_ordinary_permissions(tmp_path):
 
 
 def test_training_time_adds_up_over_resumed_sessions(tmp_path):
-    from course_lib.training import default_loss
     path, config = tmp_path / "run.pt", TrainConfig(steps=6, batch_size=4, warmup=0, checkpoint_every=3)
     images = torch.rand(16, 3, 16, 16)
     calls = {"n": 0}
@@ -172,7 +147,7 @@ def test_training_time_adds_up_over_resumed_sessions(tmp_path):
         busy_until = time.process_time() + 0.02
         while time.process_time() < busy_until:
             pass
-        return default_loss(model, batch)
+        return TokenizerLoss()(model, batch)
 
     def crash_at_5(model, batch):
         calls["n"] += 1

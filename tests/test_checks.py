@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from course_lib.exercises import evaluate, exercises
+from course_lib.notebook.checks import evaluate, exercises
 
 
 def _stub(*args, **kwargs):
@@ -121,7 +121,7 @@ def test_every_exercise_has_wrong_answers():
 
 @pytest.mark.parametrize("name", ALL)
 def test_reference_passes(name):
-    from course_lib.exercises import get_exercise
+    from course_lib.notebook.checks import get_exercise
     result = evaluate(name, get_exercise(name).reference)
     assert result.status == "pass", result.reason
 
@@ -141,7 +141,7 @@ def test_plausible_wrong_answer_fails(name, mistake):
 @pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize("seed", [1, 2])
 def test_fresh_cases_still_separate_right_from_wrong(name, seed):
-    from course_lib.exercises import get_exercise
+    from course_lib.notebook.checks import get_exercise
     assert evaluate(name, get_exercise(name).reference, seed=seed).status == "pass"
     for mistake, wrong in WRONG.get(name, {}).items():
         assert evaluate(name, wrong, seed=seed).status == "fail", mistake

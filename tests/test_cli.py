@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from course_lib import evaluate, make_checkpoints, train
-from course_lib.checkpoints import read_metadata
+from course_lib.tools import evaluate
+from course_lib.tools import make_checkpoints
+from course_lib.tools import train
+from course_lib.engine.checkpoints import read_metadata
 
 TINY = ["--set", "widths=(8,8,8)", "--set", "res_blocks=(0,0,0)", "--set", "image_size=16",
         "--batch-size", "8", "--n-train", "64", "--n-test", "32"]
@@ -132,7 +134,7 @@ def test_make_checkpoints_rejects_unknown_names(capsys):
 
 def test_augment_images_are_symmetries_and_channel_orders():
     import torch
-    from course_lib.train import augment_images
+    from course_lib.datasets.augment import augment_images
     images = torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     out = augment_images(images, seed=1)
     assert torch.equal(out, augment_images(images, seed=1)) and not torch.equal(out, augment_images(images, seed=2))

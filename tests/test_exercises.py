@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from course_lib import exercises
-from course_lib.exercises import Case, Exercise, check, compare_outputs, evaluate
+from course_lib.notebook import exercises
+from course_lib.notebook.exercises import Case, Exercise, check, compare_outputs, evaluate
 
 
 def test_unknown_exercise_lists_the_known_ones():
@@ -16,7 +16,7 @@ def test_unknown_exercise_lists_the_known_ones():
 
 
 def test_pass_returns_the_students_function(capsys):
-    from course_lib.patches import patchify
+    from course_lib.tokenizers.patches import patchify
 
     def mine(images, patch_size):
         return patchify(images, patch_size)

@@ -7,11 +7,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from course_lib import explorer  # noqa: E402
+from course_lib.notebook import explorer  # noqa: E402
 from course_lib.datasets import load_dataset  # noqa: E402
-from course_lib.fsq import indices_to_codes  # noqa: E402
-from course_lib.seeding import seed_everything  # noqa: E402
-from course_lib.tokenizer import build_tokenizer  # noqa: E402
+from course_lib.tokenizers.fsq import indices_to_codes  # noqa: E402
+from course_lib.engine.seeding import seed_everything  # noqa: E402
+from course_lib.tokenizers.tokenizer import build_tokenizer  # noqa: E402
 
 SMALL = {"widths": (8, 8, 8)}  # untrained and tiny: the explorer only needs the shapes to be right
 
@@ -39,7 +39,7 @@ def test_decoder_input_is_what_the_decoder_reads(models, shapes):
         latents = explorer.decoder_input(model, images)
         assert latents.shape == (4, model.config.autoencoder.latent_channels, 8, 8), kind
         with torch.no_grad():
-            assert torch.allclose(explorer._decode_latents(model, latents), model.decode(model.encode(images)).clamp(0, 1),
+            assert torch.allclose(explorer.decode_latents(model, latents), model.decode(model.encode(images)).clamp(0, 1),
                                   atol=1e-5), kind
 
 
@@ -139,7 +139,7 @@ def test_fsq_sliders_step_through_levels(models, shapes):
     panel = explorer.channels_widget(model, shapes.images[0])
     _, *sliders, _ = panel.children
     assert [s.max + 1 for s in sliders] == list(model.config.bottleneck.levels)
-    codes = indices_to_codes(model.encode(shapes.images[:1]), model.quantizer.levels)[0, 4, 4]
+    codes = indices_to_codes(model.encode(shapes.images[:1]), explorer.fsq_levels(model))[0, 4, 4]
     digits = [round(c * (lv // 2) + lv // 2) for c, lv in zip(codes.tolist(), model.config.bottleneck.levels)]
     assert [s.value for s in sliders] == digits
     with pytest.raises(ValueError, match="continuous latents"):

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from course_lib.fsq import FSQ, FSQConfig, bound, codes_to_indices, indices_to_codes, quantize, round_ste
+from course_lib.tokenizers.fsq import FSQ, FSQConfig, bound, codes_to_indices, indices_to_codes, quantize, round_ste
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -20,10 +20,11 @@ import pytest
 import torch
 from nbformat.v4 import new_code_cell, new_notebook
 
-from course_lib import grade, submissions
-from course_lib.exercise_runner import Outcome
-from course_lib.exercises import exercises, get_exercise
-from course_lib.nbtools import make_student, read
+from course_lib.grading import grade
+from course_lib.grading import submissions
+from course_lib.grading.exercise_runner import Outcome
+from course_lib.notebook.checks import exercises, get_exercise
+from course_lib.tools.nbtools import make_student, read
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = ROOT / "solutions"
@@ -50,7 +51,7 @@ def _write_variants(folder: Path, escape: Path) -> None:
 
 
 def _grade(paths: list[Path], out: Path, *options: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "course_lib.grade", *map(str, paths), "--out", str(out), *options]
+    command = [sys.executable, "-m", "course_lib.grading.grade", *map(str, paths), "--out", str(out), *options]
     return subprocess.run(command, capture_output=True, text=True, timeout=550, cwd=ROOT)
 
 
@@ -122,7 +123,7 @@ def test_regrading_gives_the_same_bytes_and_infers_lessons(tmp_path):
     folder.mkdir()
     solution = read(SOLUTIONS / V01.SOLUTION)
     keep = [c for c in solution.cells if c.cell_type == "code" and "nbgrader" in c.metadata]
-    setup = new_code_cell("import torch\nfrom einops import rearrange\nfrom course_lib.exercises import check")
+    setup = new_code_cell("import torch\nfrom einops import rearrange\nfrom course_lib.notebook.checks import check")
     peek = new_code_cell("import os\ntry:\n    os.kill(os.getppid(), 0)  # the grader\nexcept PermissionError:\n"
                          f"    pass\nopen({str(SOLUTIONS / V01.SOLUTION)!r}).read()")  # the kernel's guard refuses both
     (folder / "tiny.ipynb").write_text(nbformat.writes(new_notebook(cells=[setup, *keep, peek])))
@@ -175,7 +176,7 @@ def test_guard_refuses_answer_key_writes_outside_and_signals(tmp_path):
     script = textwrap.dedent(f"""
         import os, subprocess
         from pathlib import Path
-        from course_lib import sandbox
+        from course_lib.grading import sandbox
         seen = []
         sandbox.install(Path({str(root)!r}), seen.append, memory_mb=4096)
         def refused(action):
@@ -231,13 +232,13 @@ def test_program_has_only_what_the_exercise_cell_needs():
 
 
 @pytest.mark.parametrize("source, flagged", [
-    ("from course_lib.patches import patchify as ref\ndef patchify(i, p):\n    return ref(i, p)", True),
-    ("import course_lib.patches as P\ndef patchify(i, p):\n    return P.patchify(i, p)", True),
+    ("from course_lib.tokenizers.patches import patchify as ref\ndef patchify(i, p):\n    return ref(i, p)", True),
+    ("import course_lib.tokenizers.patches as P\ndef patchify(i, p):\n    return P.patchify(i, p)", True),
     ("from course_lib import patches\npatchify = patches.patchify", True),
     ("import importlib\ndef patchify(i, p):\n    return importlib.import_module('x').f(i, p)", True),
     ("import sys\ndef patchify(i, p):\n    return vars(sys.modules['x'])['f'](i, p)", True),
     ("def patchify(i, p):\n    return unpatchify.__closure__[0].cell_contents(i, p)", True),
-    ('def patchify(i, p):\n    """unlike course_lib.patches.patchify, my own"""\n    return i', False),
+    ('def patchify(i, p):\n    """unlike course_lib.tokenizers.patches.patchify, my own"""\n    return i', False),
     ("def patchify(images, patch_size):\n    return patchify_helper(images)", False),
 ])
 def test_reference_use_is_seen_in_the_source(source, flagged):

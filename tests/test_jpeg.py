@@ -2,7 +2,7 @@
 import pytest
 
 from course_lib.datasets import load_dataset
-from course_lib.jpeg import jpeg_at_budget, jpeg_point
+from course_lib.evaluation.jpeg import jpeg_at_budget, jpeg_point
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from course_lib.kl import DiagonalGaussian, LatentNormalizer, gaussian_kl, reparameterize
+from course_lib.tokenizers.kl import DiagonalGaussian, LatentNormalizer, gaussian_kl, reparameterize
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

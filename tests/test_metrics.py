@@ -5,7 +5,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from course_lib.metrics import (bits_per_image, code_histogram, codebook_usage, compression_ratio, mse,
+from course_lib.evaluation.metrics import (bits_per_image, code_histogram, codebook_usage, compression_ratio, mse,
                                 perplexity, psnr, ssim)
 
 

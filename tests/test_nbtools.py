@@ -1,8 +1,8 @@
 import nbformat
 import pytest
 
-from course_lib import nbtools
-from course_lib.nbtools import MarkerError, make_student, strip_solution
+from course_lib.tools import nbtools
+from course_lib.tools.nbtools import MarkerError, make_student, strip_solution
 
 
 def test_strip_solution_keeps_indentation_and_surroundings():

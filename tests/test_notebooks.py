@@ -10,8 +10,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_lib import nbtools
-from course_lib.exercises import exercises
+from course_lib.tools import nbtools
+from course_lib.notebook.checks import exercises
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from course_lib.kmeans import PatchCodebook, kmeans, nearest_centroid
-from course_lib.patches import attention_cost, patchify, sequence_length, unpatchify
+from course_lib.tokenizers.kmeans import PatchCodebook, kmeans, nearest_centroid
+from course_lib.tokenizers.patches import attention_cost, patchify, sequence_length, unpatchify
 
 
 def test_lecture_numbers():

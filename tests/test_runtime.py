@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from course_lib import runtime
-from course_lib.seeding import make_generator, seed_everything
+from course_lib.engine import runtime
+from course_lib.engine.seeding import rng_state, seed_everything, set_rng_state
 
 
 def test_quick_mode_switch(monkeypatch):
@@ -48,8 +48,18 @@ def test_seeding_repeats_and_validates():
     a = torch.rand(4)
     seed_everything(3)
     assert torch.equal(a, torch.rand(4))
-    assert torch.equal(torch.rand(3, generator=make_generator(5)), torch.rand(3, generator=make_generator(5)))
     with pytest.raises(ValueError, match="seed"):
         seed_everything(-1)
     with pytest.raises(ValueError, match="seed"):
-        make_generator("1")
+        seed_everything("1")
+
+
+def test_random_states_are_saved_and_restored():
+    import random
+
+    import numpy as np
+    seed_everything(4)
+    state = rng_state()
+    first = (torch.rand(3), random.random(), np.random.rand())
+    set_rng_state(state)
+    assert (torch.equal(first[0], torch.rand(3)), first[1], first[2]) == (True, random.random(), np.random.rand())

@@ -5,9 +5,11 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from course_lib.seeding import seed_everything
-from course_lib.tokenizer import (Tokenizer, TokenizerConfig, apply_overrides, build_tokenizer, config_from_dict,
+from course_lib.engine.seeding import seed_everything
+from course_lib.tokenizers.losses import TokenizerLoss
+from course_lib.tokenizers.tokenizer import (Tokenizer, TokenizerConfig, apply_overrides, build_tokenizer, config_from_dict,
                                   config_to_dict, tokenizer_presets)
 
 REQUIRED = ["ae-f4", "vq-f4", "vq-f8", "vq-f2", "fsq-f4", "lfq-f4", "kl-f4", "kl-f8", "vq-naive-f4"]
@@ -34,9 +36,11 @@ def test_every_preset_builds_and_round_trips_shapes(name):
     assert tokenizer.decode(tokens).shape == images.shape
     out = tokenizer(images)
     assert out.reconstruction.shape == images.shape and out.tokens.shape == tokens.shape
-    terms = {k: v for k, v in out.losses.items() if k != "total"}
-    assert "recon" in terms and torch.isclose(out.losses["total"], sum(terms.values()))
-    out.losses["total"].backward()
+    terms, out = TokenizerLoss().terms(tokenizer, images)
+    assert set(terms) == {"recon", *out.losses} and torch.isclose(terms["recon"], F.mse_loss(out.reconstruction, images))
+    total, logs = TokenizerLoss()(tokenizer, images)
+    assert total.ndim == 0 and {"recon", *out.stats} <= set(logs)
+    total.backward()
     if tokenizer.is_discrete:
         assert tokens.dtype == torch.long and 0 <= tokens.min() and tokens.max() < tokenizer.codebook_size
         assert 0 < out.stats["usage"] <= 1 and out.stats["perplexity"] >= 1
@@ -82,7 +86,7 @@ def test_kl_samples_in_training_and_the_generator_makes_it_reproducible():
     b = tokenizer(images, generator=torch.Generator().manual_seed(1))
     c = tokenizer(images, generator=torch.Generator().manual_seed(2))
     assert torch.equal(a.reconstruction, b.reconstruction) and not torch.equal(a.reconstruction, c.reconstruction)
-    assert set(a.losses) == {"recon", "kl", "total"} and a.stats["kl"] > 0
+    assert set(a.losses) == {"kl"} and a.stats["kl"] > 0
     assert torch.isclose(a.losses["kl"], torch.tensor(1e-6 * a.stats["kl"]))
 
 
@@ -184,9 +188,46 @@ def test_a_few_steps_reduce_the_loss():
     images = colours.expand(8, 3, 16, 16)  # flat colours: learnable in a few steps
     losses = []
     for _ in range(15):
-        loss = tokenizer(images).losses["total"]
+        loss, _ = TokenizerLoss()(tokenizer, images)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.75 * losses[0]
+
+
+@pytest.mark.parametrize("name", ["vq-f4", "fsq-f4", "lfq-f4", "kl-f4", "ae-f4"])
+def test_the_public_latent_api_joins_encode_and_decode(name):
+    seed_everything(0)
+    tokenizer = build_tokenizer(name).eval()
+    images = _images()
+    with torch.no_grad():
+        z = tokenizer.encode_latents(images)  # (B, C, h, w) before the bottleneck
+        assert z.shape == (2, tokenizer.config.autoencoder.latent_channels, 8, 8)
+        if tokenizer.is_discrete:
+            tokens = tokenizer.latents_to_tokens(z)
+            assert torch.equal(tokens, tokenizer.encode(images))
+            z_q = tokenizer.tokens_to_latents(tokens)
+            if tokenizer.kind != "fsq":  # fsq bounds z with tanh before rounding, so its codes move
+                assert torch.equal(tokenizer.latents_to_tokens(z_q), tokens)  # codes are fixed points
+        else:
+            assert torch.equal(z, tokenizer.encode(images))
+            z_q = z
+            with pytest.raises(ValueError, match="discrete"):
+                tokenizer.latents_to_tokens(z)
+        assert torch.allclose(tokenizer.decode_latents(z_q), tokenizer.decode(tokenizer.encode(images)), atol=1e-6)
+    with pytest.raises(ValueError, match="expected float latents of shape"):
+        tokenizer.decode_latents(torch.zeros(2, 99, 8, 8))
+
+
+def test_the_loss_object_adds_the_reconstruction_term_of_its_kind():
+    seed_everything(0)
+    tokenizer = build_tokenizer("ae-f4").eval()
+    images = _images()
+    out = tokenizer(images)
+    l1, _ = TokenizerLoss("l1")(tokenizer, images)
+    l2, _ = TokenizerLoss("l2")(tokenizer, images)
+    assert torch.isclose(l1, (out.reconstruction - images).abs().mean())
+    assert torch.isclose(l2, ((out.reconstruction - images) ** 2).mean())
+    with pytest.raises(ValueError, match="choose one of"):
+        TokenizerLoss("l3")

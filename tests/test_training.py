@@ -6,10 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from course_lib import checkpoints
-from course_lib.checkpoints import load_checkpoint, save_checkpoint
-from course_lib.tokenizer import build_tokenizer
-from course_lib.training import BatchSampler, TrainConfig, TrainingDiverged, lr_at, train
+from course_lib.engine import checkpoints
+from course_lib.engine.checkpoints import load_checkpoint, save_checkpoint
+from course_lib.engine.training import BatchSampler, TrainConfig, TrainingDiverged, lr_at, train
+from course_lib.tokenizers.losses import TokenizerLoss
+from course_lib.tokenizers.tokenizer import build_tokenizer
 
 
 @dataclass
@@ -126,23 +127,23 @@ def test_resume_is_exact_for_tokenizers(tmp_path, preset, overrides):
         torch.manual_seed(0)
         return build_tokenizer(preset, image_size=16, widths=(8, 8, 8), res_blocks=(0, 0, 0), **overrides)
     full = build()
-    train(full, images, config, progress=False)
+    train(full, images, config, loss_fn=TokenizerLoss(), progress=False)
     with pytest.raises(KeyboardInterrupt):
-        train(build(), images, config, loss_fn=_crash_with_default(5), checkpoint=tmp_path / "r.pt", progress=False)
+        train(build(), images, config, loss_fn=_crash_with(TokenizerLoss(), 5), checkpoint=tmp_path / "r.pt",
+              progress=False)
     resumed = build()
-    train(resumed, images, config, checkpoint=tmp_path / "r.pt", resume=True, progress=False)
+    train(resumed, images, config, loss_fn=TokenizerLoss(), checkpoint=tmp_path / "r.pt", resume=True, progress=False)
     assert _same_weights(full, resumed)
 
 
-def _crash_with_default(step):
-    from course_lib.training import default_loss
+def _crash_with(loss, step):
     calls = {"n": 0}
 
     def loss_fn(model, batch):
         calls["n"] += 1
         if calls["n"] == step:
             raise KeyboardInterrupt
-        return default_loss(model, batch)
+        return loss(model, batch)
     return loss_fn
 
 
@@ -221,3 +222,82 @@ def test_data_forms_and_errors():
         train(model, (x, y[:10]), TrainConfig(steps=3), loss_fn=loss_fn, progress=False)
     with pytest.raises(ValueError, match="scalar tensor"):
         train(nn.Linear(4, 4), x, TrainConfig(steps=3, batch_size=4), progress=False)
+
+
+class Critic(nn.Module):
+    """A second player for the tests: a small critic with its own weights and a warm-up kept as a buffer."""
+
+    def __init__(self, start: int = 2):
+        super().__init__()
+        torch.manual_seed(1)
+        self.net = nn.Sequential(nn.Linear(1, 8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 1))
+        self.start = start
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.second_calls = 0
+
+    def forward(self, model, batch):
+        x, y = batch
+        prediction = model.net(x)  # (B, 1)
+        fooled = self.net(prediction).mean() if self.step >= self.start else prediction.sum() * 0
+        return ((prediction.squeeze(-1) - y) ** 2).mean() - 0.01 * fooled, {"fooled": fooled.detach()}
+
+    def second_loss(self, model, batch):
+        self.step += 1
+        self.second_calls += 1
+        if self.step <= self.start:
+            return None  # warm-up: the critic waits
+        x, y = batch
+        real, fake = self.net(y[:, None]), self.net(model.net(x).detach())
+        return torch.relu(1 - real).mean() + torch.relu(1 + fake).mean(), {"critic": real.mean().detach()}
+
+
+def test_a_second_player_trains_its_own_weights_after_its_warm_up():
+    model, critic = _tiny(), Critic(start=3)
+    before = [p.detach().clone() for p in critic.parameters()]
+    result = train(model, _data(), TrainConfig(steps=10, batch_size=8, warmup=0, log_every=1), loss_fn=critic,
+                   progress=False)
+    assert critic.second_calls == 10 and int(critic.step) == 10
+    assert any(not torch.equal(a, b) for a, b in zip(before, critic.parameters()))
+    assert "critic" not in result.history[2] and "critic" in result.history[3] and "fooled" in result.history[0]
+
+
+def test_resume_is_exact_with_a_second_player(tmp_path):
+    config = TrainConfig(steps=12, batch_size=8, warmup=2, checkpoint_every=4)
+    full_model, full_critic = _tiny(), Critic()
+    train(full_model, _data(), config, loss_fn=full_critic, progress=False)
+    crashed_critic = Critic()
+    calls = {"n": 0}
+    original = crashed_critic.forward
+
+    def crash_at_7(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return original(model, batch)
+    crashed_critic.forward = crash_at_7
+    with pytest.raises(KeyboardInterrupt):
+        train(_tiny(), _data(), config, loss_fn=crashed_critic, checkpoint=tmp_path / "gan.pt", progress=False)
+    resumed_model, resumed_critic = _tiny(), Critic()
+    train(resumed_model, _data(), config, loss_fn=resumed_critic, checkpoint=tmp_path / "gan.pt", resume=True,
+          progress=False)
+    assert _same_weights(full_model, resumed_model) and _same_weights(full_critic, resumed_critic)
+    with pytest.raises(ValueError, match="second player"):
+        train(_tiny(), _data(), config, checkpoint=tmp_path / "gan.pt", resume=True, progress=False)
+
+
+def test_a_non_finite_second_loss_stops_the_run():
+    class Broken(Critic):
+        def second_loss(self, model, batch):
+            out = super().second_loss(model, batch)
+            return None if out is None else (out[0] * math.nan, out[1])
+    critic = Broken(start=1)
+    before = [p.detach().clone() for p in critic.parameters()]
+    with pytest.raises(TrainingDiverged, match="the second loss became nan"):
+        train(_tiny(), _data(), CONFIG, loss_fn=critic, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, critic.parameters()))
+
+
+def test_a_loss_object_without_weights_is_no_second_player():
+    from course_lib.engine.training import second_player
+    assert second_player(TokenizerLoss()) is None and second_player(lambda m, b: 0) is None
+    assert second_player(Critic()) is not None

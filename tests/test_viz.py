@@ -6,7 +6,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from course_lib import viz  # noqa: E402
+from course_lib.notebook import viz  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib.vq import (VectorQuantizer, VQConfig, naive_vq_config, nearest_code, straight_through,
-                           usage_stats, vq_loss)
+from course_lib.tokenizers.quantizer import usage_stats
+from course_lib.tokenizers.vq import VectorQuantizer, VQConfig, naive_vq_config, nearest_code, straight_through, vq_loss
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

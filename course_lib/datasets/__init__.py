@@ -19,7 +19,9 @@ import functools
 from .downloads import DatasetUnavailable, load_cifar10, load_idx_set
 from .folder import load_folder
 from .glyphs import make_glyphs
-from .imageset import ImageSet, check_images, data_dir
+from course_lib.paths import data_dir
+
+from .imageset import ImageSet, check_images
 from .photos import astronaut, make_photo_crops, photo, photo_names
 from .shapes import make_shapes
 

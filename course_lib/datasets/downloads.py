@@ -17,7 +17,9 @@ import torchvision.datasets as tvd
 from torchvision.datasets.mnist import read_image_file, read_label_file
 from torchvision.datasets.utils import check_integrity, download_and_extract_archive
 
-from .imageset import ImageSet, data_dir
+from course_lib.paths import data_dir
+
+from .imageset import ImageSet
 
 OFFLINE_SETS = ("shapes", "photos", "glyphs", "folder:PATH")
 PROBE_TIMEOUT_S = 3.0

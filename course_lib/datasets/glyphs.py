@@ -13,21 +13,18 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .imageset import ImageSet
+from .imageset import ImageSet, split_seed
 
 CHARACTERS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 FONTS = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf",
          "DejaVuSansMono.ttf", "DejaVuSans-Oblique.ttf", "STIXGeneral.ttf", "STIXGeneralBol.ttf")
-_SPLIT_OFFSET = {"train": 0, "test": 1_000_003}
 
 
 def make_glyphs(n: int, seed: int = 0, split: str = "train", size: int = 32) -> ImageSet:
     """``n`` grey glyph images (N, 1, size, size) in [0, 1], labelled by ``char`` and ``font``."""
-    if split not in _SPLIT_OFFSET:
-        raise ValueError(f"split must be one of {sorted(_SPLIT_OFFSET)}, got {split!r}")
     if n < 1 or size < 8:
         raise ValueError(f"need n >= 1 and size >= 8, got n={n}, size={size}")
-    rng = np.random.default_rng(seed + _SPLIT_OFFSET[split])
+    rng = np.random.default_rng(split_seed(seed, split))
     chars = rng.integers(len(CHARACTERS), size=n)
     fonts = rng.integers(len(FONTS), size=n)
     scales = rng.uniform(0.55, 0.8, size=n)

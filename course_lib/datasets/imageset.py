@@ -5,20 +5,18 @@ Labels are int64 tensors of shape (N,), one per labelled factor, with the class 
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
-ROOT = Path(__file__).resolve().parents[2]
-DATA_ENV = "COURSE_DATA_DIR"
+SPLIT_SEED_OFFSET = {"train": 0, "test": 1_000_003}  # generated sets: the test split never repeats a train seed
 
 
-def data_dir() -> Path:
-    """Where downloads are cached: ``$COURSE_DATA_DIR`` or the repository's ``data/``."""
-    return Path(os.environ.get(DATA_ENV) or ROOT / "data")
+def split_seed(seed: int, split: str) -> int:
+    """The seed a generated set draws its ``split`` from."""
+    if split not in SPLIT_SEED_OFFSET:
+        raise ValueError(f"split must be one of {sorted(SPLIT_SEED_OFFSET)}, got {split!r}")
+    return seed + SPLIT_SEED_OFFSET[split]
 
 
 @dataclass
@@ -47,13 +45,6 @@ class ImageSet:
     def shape(self) -> tuple[int, int, int]:
         """(C, H, W) of one image."""
         return tuple(self.images.shape[1:])
-
-    def loader(self, batch_size: int = 64, shuffle: bool = True, seed: int = 0, label: str | None = None) -> DataLoader:
-        """Batches of images (or (images, labels[label]) pairs), shuffled with an explicit seed."""
-        tensors = [self.images] if label is None else [self.images, self.label(label)]
-        generator = torch.Generator().manual_seed(seed)
-        return DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle,
-                          generator=generator, drop_last=shuffle)
 
     def label(self, key: str) -> torch.Tensor:
         if key not in self.labels:

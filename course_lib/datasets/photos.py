@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .imageset import ImageSet
+from .imageset import ImageSet, split_seed
 
 # name -> (package, loader); every one of these files is inside an installed wheel
 SOURCES = {
@@ -31,7 +31,6 @@ SPLITS = {
     "train": ("chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "china", "grace_hopper"),
     "test": ("astronaut", "coffee", "flower"),
 }
-_SPLIT_OFFSET = {"train": 0, "test": 1_000_003}
 
 
 @functools.lru_cache(maxsize=None)
@@ -78,7 +77,7 @@ def make_photo_crops(n: int, size: int = 32, split: str = "train", seed: int = 0
     if n < 1 or not 4 <= size <= base:
         raise ValueError(f"need n >= 1 and 4 <= size <= base ({base}), got n={n}, size={size}")
     sources = [_resized(name, base) for name in names]
-    g = torch.Generator().manual_seed(seed + _SPLIT_OFFSET[split])
+    g = torch.Generator().manual_seed(split_seed(seed, split))
     which = torch.randint(len(sources), (n,), generator=g)
     crops = []
     for i in range(n):

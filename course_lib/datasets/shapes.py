@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from einops import reduce
 
-from .imageset import ImageSet
+from .imageset import ImageSet, split_seed
 
 SHAPES = ("circle", "square", "triangle", "diamond")
 COLOURS = {"red": (0.9, 0.15, 0.15), "green": (0.2, 0.8, 0.2), "blue": (0.2, 0.35, 0.95),
@@ -23,16 +23,13 @@ _INSIDE = (
     lambda dx, dy: (dy <= 0.8) & (dy >= 2 * dx.abs() - 1.0),     # triangle, apex up
     lambda dx, dy: dx.abs() + dy.abs() <= 1,                     # diamond
 )
-_SPLIT_OFFSET = {"train": 0, "test": 1_000_003}
 
 
 def make_shapes(n: int, seed: int = 0, split: str = "train", size: int = 32) -> ImageSet:
     """``n`` shape images of ``size`` x ``size`` with labels shape, colour, size, position (and x, y)."""
-    if split not in _SPLIT_OFFSET:
-        raise ValueError(f"split must be one of {sorted(_SPLIT_OFFSET)}, got {split!r}")
     if n < 1 or size < 8:
         raise ValueError(f"need n >= 1 and size >= 8, got n={n}, size={size}")
-    g = torch.Generator().manual_seed(seed + _SPLIT_OFFSET[split])
+    g = torch.Generator().manual_seed(split_seed(seed, split))
     shape = torch.randint(len(SHAPES), (n,), generator=g)
     colour = torch.randint(len(COLOURS), (n,), generator=g)
     scale = torch.randint(len(SIZES), (n,), generator=g)

@@ -1,0 +1,1 @@
+"""Evaluation: image metrics, the JPEG baseline, and tokenizer evaluation on a held-out split."""

@@ -1,0 +1,1 @@
+"""The instructor's grader: each submitted notebook graded in its own sandbox."""

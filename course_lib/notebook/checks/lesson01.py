@@ -1,0 +1,51 @@
+"""Exercises of 01_patch_tokenization: patchify / unpatchify and nearest-centroid assignment."""
+from __future__ import annotations
+
+import torch
+
+from course_lib.notebook.exercises import Case, Exercise, register
+from course_lib.tokenizers.kmeans import nearest_centroid
+from course_lib.tokenizers.patches import patchify, unpatchify
+
+LESSON = "01_patch_tokenization"
+_SHAPES = [(1, 1, 4, 4, 2), (2, 3, 8, 8, 4), (2, 3, 8, 12, 4), (1, 3, 6, 9, 3)]  # (B, C, H, W, p)
+
+
+def _patchify_cases(g: torch.Generator) -> list[Case]:
+    return [Case((torch.rand(b, c, h, w, generator=g), p), label=f"images {(b, c, h, w)}, patch_size={p}")
+            for b, c, h, w, p in _SHAPES]
+
+
+def _unpatchify_cases(g: torch.Generator) -> list[Case]:
+    cases = []
+    for b, c, h, w, p in _SHAPES:
+        patches = torch.rand(b, (h // p) * (w // p), p * p * c, generator=g)
+        cases.append(Case((patches, p, h, w), label=f"patches {tuple(patches.shape)}, patch_size={p}, "
+                                                  f"height={h}, width={w}"))
+    return cases
+
+
+def _nearest_cases(g: torch.Generator) -> list[Case]:
+    cases = []
+    for n, k, d in [(5, 3, 2), (40, 16, 12), (100, 64, 48)]:
+        x = torch.randn(n, d, generator=g)
+        # centroids of very different norms: a dot-product shortcut picks the wrong one
+        centroids = torch.randn(k, d, generator=g) * torch.rand(k, 1, generator=g) * 3
+        cases.append(Case((x, centroids), label=f"x {(n, d)}, centroids {(k, d)}"))
+    return cases
+
+
+register(Exercise(
+    name="patchify", lesson=LESSON, reference=patchify, make_cases=_patchify_cases,
+    hint="rearrange(images, 'b c (h p1) (w p2) -> b (h w) (p1 p2 c)', p1=p, p2=p): patches in raster "
+         "order, and inside a patch rows, then columns, then channels",
+))
+register(Exercise(
+    name="unpatchify", lesson=LESSON, reference=unpatchify, make_cases=_unpatchify_cases,
+    hint="swap the two sides of patchify's pattern and tell einops h = height // p (width follows)",
+))
+register(Exercise(
+    name="nearest_centroid", lesson=LESSON, reference=nearest_centroid, make_cases=_nearest_cases,
+    hint="compute squared distances ||x||^2 - 2 x c^T + ||c||^2 (or torch.cdist) and take argmin over "
+         "centroids (dim=1); the largest dot product is not the nearest centroid",
+))

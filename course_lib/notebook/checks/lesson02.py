@@ -1,0 +1,31 @@
+"""Exercises of 02_autoencoders: the reconstruction loss and PSNR."""
+from __future__ import annotations
+
+import torch
+
+from course_lib.notebook.exercises import Case, Exercise, register
+from course_lib.tokenizers.losses import reconstruction_loss
+from course_lib.evaluation.metrics import psnr
+
+LESSON = "02_autoencoders"
+
+
+def _pairs(g: torch.Generator) -> list[Case]:
+    cases = []
+    for shape, noise in [((2, 1, 4, 4), 0.1), ((3, 3, 8, 8), 0.05), ((4, 3, 6, 5), 0.3)]:
+        images = torch.rand(*shape, generator=g)
+        # errors differ per image, so pooling the batch before the log gives a different answer
+        scale = noise * torch.linspace(0.2, 1.0, shape[0])[:, None, None, None]
+        reconstruction = (images + scale * torch.randn(*shape, generator=g)).clamp(0, 1)
+        cases.append(Case((reconstruction, images), label=f"reconstruction and images {shape}"))
+    return cases
+
+
+register(Exercise(
+    name="reconstruction_loss", lesson=LESSON, reference=reconstruction_loss, make_cases=_pairs,
+    hint="the mean (not the sum) of the squared differences over every element: ((x - y) ** 2).mean()",
+))
+register(Exercise(
+    name="psnr", lesson=LESSON, reference=psnr, make_cases=_pairs,
+    hint="one value per image: MSE over (C, H, W) of each image, then 10 * log10(1 / mse) for images in [0, 1]",
+))

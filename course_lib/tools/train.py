@@ -1,0 +1,161 @@
+"""Train a tokenizer from the command line, on any dataset of the course or a folder of your images.
+
+    python -m course_lib.train tokenizer --preset vq-f4 --data shapes --steps 2000 --out runs/vq-f4.pt
+    python -m course_lib.train tokenizer --preset fsq-f4 --data folder:~/pictures --steps 5000 \\
+        --out runs/fsq.pt --set widths=(32,64,96)
+    python -m course_lib.train tokenizer ... --out runs/vq-f4.pt --resume   # continue an interrupted run
+
+Images are resized and converted to the preset's size and channels. The checkpoint holds the weights,
+the config, the training state (for ``--resume``) and metadata with the test metrics; evaluate it with
+``python -m course_lib.evaluate``. Training itself is :func:`course_lib.engine.training.train`.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import sys
+from pathlib import Path
+
+# on a busy machine, OpenMP threads that spin while waiting take the cores the other threads need
+# (6x slower measured on 2 shared cores). On an idle 2-core machine passive waiting costs about 30%
+# with two threads and nothing with one (make_checkpoints --jobs). Must precede `import torch`.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+
+from course_lib.datasets import DatasetUnavailable
+from course_lib.datasets.augment import augment_images
+from course_lib.datasets.images import load_images
+from course_lib.engine.checkpoints import CheckpointError, check_metadata, load_checkpoint, update_metadata
+from course_lib.engine.seeding import seed_everything
+from course_lib.engine.training import TrainConfig, TrainingDiverged, TrainResult, train
+from course_lib.evaluation.reconstruction import evaluate_tokenizer
+from course_lib.tokenizers.losses import TokenizerLoss
+from course_lib.tokenizers.tokenizer import Tokenizer, build_tokenizer, tokenizer_presets
+
+EVAL_IMAGES = 256  # periodic evaluation during training: PSNR and usage on this many test images
+
+
+def train_tokenizer(preset: str, data: str, config: TrainConfig, out: str | Path | None = None,
+                    overrides: dict | None = None, n_train: int | None = None, n_test: int = 1024,
+                    augment: bool = False, resume: bool = False, progress: bool = True,
+                    device: str | None = None) -> tuple[Tokenizer, TrainResult, dict | None]:
+    """Build ``preset`` (with ``overrides``), train it on ``data``, and evaluate it on the test split.
+
+    ``augment`` trains on :func:`augment_images` variants of the training images.
+
+    Returns the model, the run, and the test metrics (None for a folder too small to have a test split);
+    with ``out`` the checkpoint's metadata records preset, overrides, data, seed and the test metrics.
+    """
+    overrides = dict(overrides or {})
+    seed_everything(config.seed)
+    # channels-last convolutions are faster in oneDNN (CPU) and cuDNN; weights load into either layout
+    model = build_tokenizer(preset, **overrides).to(memory_format=torch.channels_last)
+    channels, size = model.config.autoencoder.in_channels, model.config.image_size
+    train_images = load_images(data, "train", channels, size, n_train)
+    if augment:
+        train_images = augment_images(train_images, seed=config.seed)
+    test_images = _test_images(data, channels, size, n_test)
+    metadata = {"kind": "tokenizer", "preset": preset, "overrides": overrides, "data": data,
+                "train_images": len(train_images), "augment": augment, "seed": config.seed}
+    if resume and out is not None and Path(out).is_file():
+        same = ("preset", "overrides", "data", "train_images", "augment")
+        check_metadata(load_checkpoint(out)["metadata"], {k: metadata[k] for k in same}, out)
+    eval_fn = None if test_images is None else _periodic_eval(test_images[:EVAL_IMAGES])
+    result = train(model, train_images, config, loss_fn=TokenizerLoss(), eval_fn=eval_fn, checkpoint=out,
+                   resume=resume, metadata=metadata, device=device, progress=progress)
+    metrics = None if test_images is None else evaluate_tokenizer(model, test_images)
+    if out is not None:
+        test_set = None if test_images is None else {"data": data, "split": "test", "n": len(test_images)}
+        update_metadata(out, test_metrics=metrics, test_set=test_set)
+    return model, result, metrics
+
+
+def _test_images(data: str, channels: int, size: int, n: int) -> torch.Tensor | None:
+    try:
+        return load_images(data, "test", channels, size, n)
+    except ValueError:
+        if data.startswith("folder:"):  # fewer than 10 files: every 10th file is a test image
+            return None
+        raise
+
+
+def _periodic_eval(images: torch.Tensor):
+    def eval_fn(model) -> dict:
+        metrics = evaluate_tokenizer(model, images, with_ssim=False)
+        return {k: metrics[k] for k in ("psnr", "usage") if metrics[k] is not None}
+    return eval_fn
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["codebook_size=512", "widths=(32,64,64)"]`` -> {"codebook_size": 512, "widths": (32, 64, 64)}."""
+    overrides = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
+        try:
+            overrides[key.strip()] = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            overrides[key.strip()] = text.strip()  # a bare word is a string: distance=cosine
+    return overrides
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m course_lib.train", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{tokenizer}")
+    p = commands.add_parser("tokenizer", help="train an image tokenizer")
+    p.add_argument("--preset", required=True, choices=sorted(tokenizer_presets), metavar="PRESET",
+                   help=f"one of {', '.join(sorted(tokenizer_presets))}")
+    p.add_argument("--data", required=True, help="shapes, photos, glyphs, mnist, fashion_mnist, cifar10 or folder:PATH")
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--out", required=True, type=Path, help="checkpoint to write (.pt)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=None, help="default: min(100, steps // 10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=None, help="default: steps // 10")
+    p.add_argument("--n-train", type=int, default=None, help="cap on training images (built-in sets: 8192)")
+    p.add_argument("--n-test", type=int, default=1024)
+    p.add_argument("--augment", action="store_true", help="random flips, quarter turns and colour-channel orders")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset field")
+    p.add_argument("--resume", action="store_true", help="continue the run saved at --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--device", default=None, help="cpu, cuda or mps (default: best available)")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> str:
+    if args.out.exists() and not (args.resume or args.overwrite):
+        raise ValueError(f"{args.out} exists; pass --resume to continue that run or --overwrite to replace it")
+    if args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    eval_every = args.eval_every if args.eval_every is not None else max(1, args.steps // 10)
+    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         warmup=args.warmup if args.warmup is not None else min(100, args.steps // 10),
+                         eval_every=eval_every, checkpoint_every=eval_every)
+    model, result, metrics = train_tokenizer(args.preset, args.data, config, args.out, parse_overrides(args.set),
+                                             args.n_train, args.n_test, args.augment, args.resume,
+                                             device=args.device)
+    summary = f"saved {args.out}: {result.steps} steps in {result.seconds:.0f} s"
+    if metrics:
+        summary += ", test " + ", ".join(f"{k} {metrics[k]:.4g}" for k in ("psnr", "ssim", "usage") if metrics[k] is not None)
+    return summary
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        print(run(args))
+    except (ValueError, DatasetUnavailable, CheckpointError, TrainingDiverged, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted; continue with the same command plus --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
