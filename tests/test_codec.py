@@ -71,6 +71,13 @@ def test_round_trip_of_grids_the_model_finds_unlikely():
     assert bits < 0.98 * nll and abs(bits - capped) < 0.02 * capped, (bits, capped, nll)
 
 
+def test_streams_longer_than_a_chunk(monkeypatch):
+    monkeypatch.setattr(codec, "CHUNK", 5)  # 12 grids: chunks of 5, 5 and 2
+    model = _gpt(sharpness=10.0)
+    grids = model.sample(12, generator=torch.Generator().manual_seed(6))
+    _check_rate(model, grids)
+
+
 def test_conditional_round_trip_needs_the_same_classes():
     model = _gpt(num_classes=3, sharpness=10.0)
     classes = torch.tensor([0, 1, 2, 1])

@@ -8,9 +8,12 @@ a Statistician's Perspective (Bamler, 2022), https://arxiv.org/abs/2201.01741.
 
 The decoder must rebuild the encoder's categorical distributions bit for bit, or it decodes garbage.
 So both directions compute them the same way: one token at a time through the KV cache, on a
-float64 copy of the model on the CPU, with the same batch (all grids of a stream are coded side by
-side, token i of every grid at step i). The teacher-forced logits of ``GPT.logits`` agree with these
-only up to float rounding, which is enough to measure the rate but not to decode.
+float64 copy of the model on the CPU, in the same batches (a stream codes its grids side by side in
+chunks of ``CHUNK``, token i of every grid of a chunk at step i), since a grid's logits change in
+the last digits with the batch they are computed in. The teacher-forced ``GPT.logits`` agree with
+these only up to rounding: enough to measure the rate (:func:`nll_bits`), not to decode.
+``constriction`` gives every token at least its smallest probability (2**-24), so a token the model
+rules out still codes, for about 24 bits.
 
 Stream: a 12-byte header (magic, number of grids, a CRC of the model's weights, so that decoding
 with another model fails loudly) followed by the range coder's 32-bit words.
@@ -28,8 +31,10 @@ import torch
 from einops import rearrange
 
 from course_lib.generators.gpt import GPT
+from course_lib.generators.transformer import KVCache
 
 MAGIC = b"TGPT"
+CHUNK = 64  # grids coded side by side: bounds the float64 KV cache (grids are split the same way to decode)
 HEADER = struct.Struct("<4sII")  # magic, number of grids, CRC32 of the model weights
 
 
@@ -57,9 +62,11 @@ def encode(model: GPT, tokens: torch.Tensor, classes=None) -> bytes:
     sequence = model.sequence(tokens, classes).cpu()  # (B, N+1); validates shape and range
     coder = _Coder(model)
     encoder = constriction.stream.queue.RangeEncoder()
-    for i in range(model.config.num_tokens):
-        probabilities = coder.next_probabilities(sequence[:, i])  # (B, K)
-        encoder.encode(sequence[:, i + 1].numpy().astype(np.int32), _FAMILY, probabilities)
+    for chunk in sequence.split(CHUNK):  # (b, N+1): the decoder rebuilds the same batches
+        cache = coder.model.new_cache()
+        for i in range(model.config.num_tokens):
+            probabilities = coder.next_probabilities(chunk[:, i], cache)  # (b, K)
+            encoder.encode(chunk[:, i + 1].numpy().astype(np.int32), _FAMILY, probabilities)
     header = HEADER.pack(MAGIC, sequence.shape[0], coder.fingerprint)
     return header + encoder.get_compressed().astype("<u4").tobytes()
 
@@ -74,13 +81,15 @@ def decode(model: GPT, data: bytes, classes=None) -> torch.Tensor:
                          f"this model {coder.fingerprint:#010x}); decode it with the same GPT")
     words = np.frombuffer(data, dtype="<u4", offset=HEADER.size).astype(np.uint32)
     decoder = constriction.stream.queue.RangeDecoder(words)
-    previous, tokens = first, []
-    for _ in range(model.config.num_tokens):
-        probabilities = coder.next_probabilities(previous)  # (B, K)
-        previous = torch.from_numpy(decoder.decode(_FAMILY, probabilities).astype(np.int64))  # (B,)
-        tokens.append(previous)
-    grid = torch.stack(tokens, dim=1)  # (B, N)
-    return rearrange(grid, "b (h w) -> b h w", h=model.config.grid[0])
+    grids = []
+    for previous in first.split(CHUNK):  # (b,) class tokens, chunk by chunk as encoded
+        cache, tokens = coder.model.new_cache(), []
+        for _ in range(model.config.num_tokens):
+            probabilities = coder.next_probabilities(previous, cache)  # (b, K)
+            previous = torch.from_numpy(decoder.decode(_FAMILY, probabilities).astype(np.int64))  # (b,)
+            tokens.append(previous)
+        grids.append(torch.stack(tokens, dim=1))  # (b, N)
+    return rearrange(torch.cat(grids), "b (h w) -> b h w", h=model.config.grid[0])
 
 
 def stream_bits(data: bytes) -> dict:
@@ -97,12 +106,11 @@ class _Coder:
     def __init__(self, model: GPT):
         self.fingerprint = model_fingerprint(model)
         self.model = copy.deepcopy(model).cpu().double().eval()
-        self.cache = self.model.new_cache()
 
     @torch.no_grad()
-    def next_probabilities(self, newest: torch.Tensor) -> np.ndarray:
-        """Feed the newest token of each row (B,); float64 probabilities (B, K) of the next one."""
-        logits = self.model.next_logits(newest[:, None], self.cache)  # (B, K) float64
+    def next_probabilities(self, newest: torch.Tensor, cache: KVCache) -> np.ndarray:
+        """Feed the newest token of each row (b,); float64 probabilities (b, K) of the next one."""
+        logits = self.model.next_logits(newest[:, None], cache)  # (b, K) float64
         return logits.softmax(dim=-1).numpy()
 
 
