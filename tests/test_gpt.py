@@ -81,7 +81,8 @@ def test_cfg_logits():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(top_k=0), "top_k"), (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"), (dict(temperature=-1), "temperature"),
+    (dict(top_k=0), "top_k"), (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"),
+    (dict(temperature=-1), "temperature"),
 ])
 def test_bad_sampling_settings_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):

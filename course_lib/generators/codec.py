@@ -122,5 +122,6 @@ def _read_header(data: bytes) -> tuple[int, int]:
     if magic != MAGIC:
         raise ValueError(f"not a token stream: expected magic {MAGIC!r}, got {magic!r}")
     if (len(data) - HEADER.size) % 4:
-        raise ValueError(f"a token stream holds whole 32-bit words after its header; got {len(data)} bytes (truncated?)")
+        raise ValueError(f"a token stream holds whole 32-bit words after its header; got {len(data)} bytes "
+                         f"(truncated?)")
     return count, fingerprint

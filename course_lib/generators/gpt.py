@@ -146,7 +146,8 @@ class GPT(nn.Module):
         """
         sequence = self.sequence(tokens, classes)  # (B, N+1)
         if self.training and classes is not None and self.config.class_dropout > 0:
-            drop = torch.rand(sequence.shape[0], generator=generator, device=sequence.device) < self.config.class_dropout
+            draws = torch.rand(sequence.shape[0], generator=generator, device=sequence.device)  # (B,)
+            drop = draws < self.config.class_dropout
             null = self.config.codebook_size + self.config.num_classes
             sequence[:, 0] = torch.where(drop, null, sequence[:, 0])
         logits = self.head(self.transformer(self.embedding(sequence)))  # (B, N+1, K)
@@ -174,7 +175,8 @@ class GPT(nn.Module):
         """n token grids (n, h, w), one token at a time in raster order.
 
         classes: None (unconditional), one int for all, or (n,) ints. cfg: the guidance scale (1: none;
-        needs classes). use_cache=False re-runs the whole prefix each step (the slow reference).
+        needs classes). generator: a ``torch.Generator`` on the model's device, for reproducible
+        samples. use_cache=False re-runs the whole prefix each step (the slow reference).
         """
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
