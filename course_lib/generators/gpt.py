@@ -133,7 +133,7 @@ class GPT(nn.Module):
             raise ValueError(f"expected integer tokens in [0, {c.codebook_size}), got {tokens.dtype} "
                              f"in [{tokens.min().item()}, {tokens.max().item()}]")
         first = self.class_tokens(classes, tokens.shape[0])  # (B,)
-        flat = rearrange(tokens.long(), "b h w -> b (h w)")  # (B, N) raster order
+        flat = rearrange(tokens.long().to(first.device), "b h w -> b (h w)")  # (B, N) raster order
         return torch.cat([first[:, None], flat], dim=1)  # (B, N+1)
 
     # ----- training -----
