@@ -1,0 +1,8 @@
+"""Generators on image tokens (lessons 07-09): one transformer core and the models built on it.
+
+- ``transformer``: pre-norm blocks, causal or full attention, learned or rotary positions,
+  optional adaLN-Zero conditioning, a KV cache (shared by the GPT, MaskGIT and the DiT);
+- ``sampling``: the shifted next-token loss, one sampling step, the classifier-free-guidance logits;
+- ``gpt``: raster-order next-token prediction over a token grid, class-conditional, with sampling;
+- ``codec``: tokens + GPT as a lossless compressor (range coding with the GPT's probabilities).
+"""
