@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 
-from course_lib.checkpoints import load_model, save_checkpoint
+from course_lib.engine.checkpoints import load_model, save_checkpoint
 from course_lib.generators.gpt import GPT, GPTConfig, build_gpt, config_from_dict, gpt_presets
 from course_lib.generators.sampling import cfg_logits, filter_logits, next_token_loss, sample_step
 
