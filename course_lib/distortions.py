@@ -55,12 +55,22 @@ def match_mse(images: torch.Tensor, candidates: list[torch.Tensor], target: torc
     reaches = errors >= target
     if not reaches.any(0).all():
         worst = int((~reaches.any(0)).nonzero()[0])
-        raise ValueError(f"the strongest {name} reaches MSE {errors[:, worst].max().item():.3g} on image {worst}, "
-                         f"below the target {target[worst].item():.3g}; ask for a smaller mse_target")
+        raise ValueError(f"the strongest {name} reaches MSE {errors[:, worst].max().item():.3g} on image "
+                         f"{worst}, below the target {target[worst].item():.3g}; ask for a smaller mse_target "
+                         f"or keep the images where reaches_target(images) is True")
     first = reaches.float().argmax(0)  # (B,) index of the weakest candidate that reaches the target
     chosen = torch.stack(candidates)[first, torch.arange(len(images))]  # (B, C, H, W)
     a = (target / errors[first, torch.arange(len(images))]).sqrt()  # (B,)
     return images + a[:, None, None, None] * (chosen - images)
+
+
+def candidates(images: torch.Tensor, seed: int = 0) -> dict[str, list[torch.Tensor]]:
+    """Each distortion of ``images`` (B, C, H, W) at every strength in its list, weakest first."""
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
+    return {"blur": [gaussian_blur(images, s) for s in BLUR_SIGMAS],
+            "noise": [(images + s * noise).clamp(0, 1) for s in NOISE_LEVELS],
+            "shift": [shift_one_pixel(images)],
+            "jpeg": [jpeg_roundtrip(images, q)[0] for q in JPEG_QUALITIES]}
 
 
 def equal_mse_distortions(images: torch.Tensor, mse_target: float | torch.Tensor | None = None,
@@ -68,17 +78,27 @@ def equal_mse_distortions(images: torch.Tensor, mse_target: float | torch.Tensor
     """Blur, noise, a shift and JPEG blocks of ``images`` (B, C, H, W), all at the same MSE per image.
 
     ``mse_target``: one number, one per image (B,), or None for each image's one-pixel-shift MSE (then
-    the shift is exactly one pixel). Noise is drawn from a generator seeded with ``seed``.
+    the shift is exactly one pixel). Noise is drawn from a generator seeded with ``seed``. Raises
+    when a distortion cannot reach the target on some image; ``reaches_target`` says which images can.
     """
     _check_images(images)
     target = _target(images, mse_target)
-    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
-    return {
-        "blur": match_mse(images, [gaussian_blur(images, s) for s in BLUR_SIGMAS], target, "blur"),
-        "noise": match_mse(images, [(images + s * noise).clamp(0, 1) for s in NOISE_LEVELS], target, "noise"),
-        "shift": match_mse(images, [shift_one_pixel(images)], target, "one-pixel shift"),
-        "jpeg": match_mse(images, [jpeg_roundtrip(images, q)[0] for q in JPEG_QUALITIES], target, "jpeg"),
-    }
+    return {name: match_mse(images, batch, target, name) for name, batch in candidates(images, seed).items()}
+
+
+def reaches_target(images: torch.Tensor, mse_target: float | torch.Tensor | None = None,
+                   seed: int = 0) -> torch.Tensor:
+    """(B,) bool: True where every distortion can reach the target MSE.
+
+    Fails on e.g. a fine texture whose one-pixel shift errs more than even a flat grey version of
+    it (the strongest blur) does, or on a flat crop at a fixed target.
+    """
+    _check_images(images)
+    target = _target(images, mse_target)
+    ok = torch.ones(len(images), dtype=torch.bool)
+    for batch in candidates(images, seed).values():
+        ok &= torch.stack([mse(c, images) for c in batch]).max(0).values >= target
+    return ok
 
 
 def _target(images: torch.Tensor, mse_target) -> torch.Tensor:

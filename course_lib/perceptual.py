@@ -24,11 +24,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_lib.checkpoints import CHECKPOINT_DIR, load_model, save_checkpoint
+from course_lib.datasets.imageset import ImageSet
 from course_lib.datasets.photos import make_photo_crops, photo_names
 from course_lib.seeding import seed_everything
 
 FEATURE_NET_CHECKPOINT = CHECKPOINT_DIR / "feature-net-photos.pt"
 NUM_ROTATIONS = 4
+ZOOMS = (64, 128, 256)  # shorter sides the photos are resized to before cropping
 EPS = 1e-10  # as lpips.normalize_tensor
 
 
@@ -37,7 +39,7 @@ class FeatureNetConfig:
     """Stage i works at 1 / 2**i of the image size with widths[i] channels; every stage is one feature layer."""
 
     in_channels: int = 3
-    widths: tuple[int, ...] = (32, 64, 128, 128)
+    widths: tuple[int, ...] = (16, 32, 64, 128)
     convs_per_stage: int = 2
     num_sources: int = len(photo_names("train"))  # classes of the source-photo head
 
@@ -222,18 +224,21 @@ def evaluate_feature_net(net: FeatureNet, images: torch.Tensor, sources: torch.T
     return result
 
 
-def train_feature_net(config: FeatureNetConfig | str = "photos-32", steps: int = 1500, batch_size: int = 64,
-                      num_crops: int = 20_000, lr: float = 2e-3, seed: int = 0, eval_crops: int = 1024,
-                      checkpoint: str | Path | None = None, log_every: int = 0) -> tuple[FeatureNet, dict]:
+def train_feature_net(config: FeatureNetConfig | str = "photos-32", steps: int = 2500, batch_size: int = 64,
+                      num_crops: int = 24_000, bases: tuple[int, ...] = ZOOMS, lr: float = 2e-3, seed: int = 0,
+                      eval_crops: int = 1024, checkpoint: str | Path | None = None,
+                      log_every: int = 0) -> tuple[FeatureNet, dict]:
     """Train a ``FeatureNet`` on 32x32 photo crops to tell their rotation and source photo; seeded.
 
-    Held out: rotation accuracy on crops of the test photographs (never seen), and source accuracy
-    on fresh crops of the training photographs (new crops, same photos: a weaker test). Returns the
-    network (eval mode) and a report; with ``checkpoint`` it is also saved there with that report.
+    Crops come from the photos resized to each shorter side in ``bases``: at 64 pixels a crop shows
+    much of a photo (sky above, ground below), at 256 the detail the tokenizers see. See
+    ``held_out_report`` for what is measured. Returns the network (eval mode) and a report; with
+    ``checkpoint`` it is also saved there, the report in its metadata.
     """
     config = feature_net_presets[config] if isinstance(config, str) else config
     generator = seed_everything(seed)
-    data = make_photo_crops(num_crops, 32, "train", seed=seed)
+    data = _crops_at_zooms(num_crops, bases, seed)
+    num_crops = len(data.images)
     net = FeatureNet(config)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(steps, 1))
@@ -255,16 +260,34 @@ def train_feature_net(config: FeatureNetConfig | str = "photos-32", steps: int =
         if log_every and (step + 1) % log_every == 0:
             print(f"step {step + 1}/{steps}  loss {loss.item():.3f}  {time.perf_counter() - start:.0f}s", flush=True)
     seconds = time.perf_counter() - start
-    report = _held_out_report(net, eval_crops, seed)
+    report = held_out_report(net, eval_crops, seed)
     report.update(train_seconds=round(seconds, 3), steps=steps, batch_size=batch_size, num_crops=num_crops,
-                  lr=lr, seed=seed, threads=torch.get_num_threads(), final_loss=round(loss.item(), 4))
+                  bases=tuple(bases), lr=lr, seed=seed, threads=torch.get_num_threads(),
+                  final_loss=round(loss.item(), 4))
     if checkpoint is not None:
         save_checkpoint(checkpoint, net, {"kind": "feature-net", "data": "photos-32", "complete": True, **report})
     return net.eval(), report
 
 
-def _held_out_report(net: FeatureNet, eval_crops: int, seed: int) -> dict:
-    test = make_photo_crops(eval_crops, 32, "test", seed=seed)
-    fresh = make_photo_crops(eval_crops, 32, "train", seed=seed + 1)
-    return {"test_photos_rotation_accuracy": evaluate_feature_net(net, test.images)["rotation_accuracy"],
-            "train_photos_fresh_crops": evaluate_feature_net(net, fresh.images, fresh.labels["source"])}
+def _crops_at_zooms(num_crops: int, bases: tuple[int, ...], seed: int) -> ImageSet:
+    if not bases or num_crops < len(bases):
+        raise ValueError(f"need at least one base and one crop per base, got bases={bases}, num_crops={num_crops}")
+    sets = [make_photo_crops(num_crops // len(bases), 32, "train", seed=seed + i, base=b) for i, b in enumerate(bases)]
+    return ImageSet("photos", "train", torch.cat([s.images for s in sets]),
+                    {"source": torch.cat([s.labels["source"] for s in sets])}, sets[0].classes)
+
+
+def held_out_report(net: FeatureNet, eval_crops: int = 1024, seed: int = 0) -> dict:
+    """Accuracies on crops never trained on, at the tokenizers' zoom (base 256) and at base 64.
+
+    Test photos: new photographs, the real held-out test (rotation only: their sources are not
+    classes). Fresh crops of the training photos (another seed): a weaker test, since they overlap
+    regions of the training crops.
+    """
+    report = {}
+    for base in (256, 64):
+        test = make_photo_crops(eval_crops, 32, "test", seed=seed, base=base)
+        fresh = make_photo_crops(eval_crops, 32, "train", seed=seed + 10_000, base=base)
+        report[f"test_photos_base{base}"] = evaluate_feature_net(net, test.images)
+        report[f"train_photos_fresh_crops_base{base}"] = evaluate_feature_net(net, fresh.images, fresh.labels["source"])
+    return report

@@ -6,7 +6,7 @@ import torch
 
 from course_lib.datasets.photos import make_photo_crops
 from course_lib.distortions import (DISTORTIONS, compare_distortions, equal_mse_distortions, gaussian_blur,
-                                    shift_one_pixel)
+                                    reaches_target, shift_one_pixel)
 from course_lib.metrics import mse
 from course_lib.spectrum import radial_power_spectrum
 
@@ -108,3 +108,11 @@ def test_spectrum_of_a_constant_is_zero_and_bad_input_raises():
     with pytest.raises(ValueError, match="at least 4x4"):
         radial_power_spectrum(torch.rand(1, 1, 2, 2))
     assert math.isfinite(radial_power_spectrum(torch.rand(1, 1, 5, 5))[1].sum().item())
+
+
+def test_reaches_target_says_which_images_can_be_matched(crops):
+    flat = torch.full((1, 3, 32, 32), 0.5)
+    images = torch.cat([crops[:4], flat])
+    ok = reaches_target(images, mse_target=1e-4)
+    assert not ok[-1]
+    equal_mse_distortions(images[ok], mse_target=1e-4)  # no error on the images it keeps
