@@ -57,7 +57,7 @@ class DiscriminatorConfig:
 
 
 discriminator_presets: dict[str, DiscriminatorConfig] = {
-    "patchgan-16": DiscriminatorConfig(),  # pix2pix's 16x16 patches: 32x32 -> 14x14 logits, the course's
+    "patchgan-16": DiscriminatorConfig(),  # the default: pix2pix's 16x16 patches, 32x32 -> 14x14 logits
     "patchgan-34": DiscriminatorConfig(n_layers=2),  # 32x32 -> 6x6 logits, each seeing most of the image
     "patchgan-70": DiscriminatorConfig(n_layers=3),  # pix2pix / taming's 70x70 patches, for 256x256 images
 }
