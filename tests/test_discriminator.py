@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from course_lib.discriminator import (DiscriminatorConfig, PatchDiscriminator, adaptive_weight, config_from_dict,
+from course_lib.tokenizers.discriminator import (DiscriminatorConfig, PatchDiscriminator, adaptive_weight, config_from_dict,
                                       config_to_dict, discriminator_presets, gan_warmup_weight, hinge_d_loss,
                                       hinge_g_loss)
 

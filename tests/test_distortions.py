@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from course_lib.datasets.photos import make_photo_crops
-from course_lib.distortions import (DISTORTIONS, compare_distortions, equal_mse_distortions, gaussian_blur,
+from course_lib.evaluation.distortions import (DISTORTIONS, compare_distortions, equal_mse_distortions, gaussian_blur,
                                     reaches_target, shift_one_pixel)
-from course_lib.metrics import mse
-from course_lib.spectrum import radial_power_spectrum
+from course_lib.evaluation.metrics import mse
+from course_lib.evaluation.spectrum import radial_power_spectrum
 
 
 @pytest.fixture(scope="module")

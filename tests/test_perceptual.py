@@ -7,11 +7,11 @@ import pytest
 import torch
 import torchvision
 
-from course_lib.checkpoints import load_model, read_metadata
+from course_lib.engine.checkpoints import load_model, read_metadata
 from course_lib.datasets.photos import make_photo_crops
-from course_lib.distortions import equal_mse_distortions, reaches_target
-from course_lib.lpips_real import (LPIPSWeightsMissing, RealLPIPS, backbone_weights_path, has_lpips_weights)
-from course_lib.perceptual import (FEATURE_NET_CHECKPOINT, FeatureDistance, FeatureNet, config_from_dict,
+from course_lib.evaluation.distortions import equal_mse_distortions, reaches_target
+from course_lib.tokenizers.lpips_real import (LPIPSWeightsMissing, RealLPIPS, backbone_weights_path, has_lpips_weights)
+from course_lib.tokenizers.perceptual import (FEATURE_NET_CHECKPOINT, FeatureDistance, FeatureNet, config_from_dict,
                                    feature_net_presets, perceptual_distance, rotate_batch, train_feature_net,
                                    unit_normalize)
 

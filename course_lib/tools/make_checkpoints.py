@@ -1,4 +1,4 @@
-"""Train the small models that lessons load (the recipes of ``course_lib/tools/recipes.py``), into ``data/checkpoints/`` (``make checkpoints``).
+"""Train the small models that lessons load (the recipes of ``tools/recipes.py``) into ``data/checkpoints/``.
 
     python -m course_lib.tools.make_checkpoints                 # every recipe whose file is missing
     python -m course_lib.tools.make_checkpoints --only vq-f4-photos --force

@@ -18,8 +18,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from course_lib.jpeg import jpeg_roundtrip
-from course_lib.metrics import mse, psnr, ssim
+from course_lib.evaluation.jpeg import jpeg_roundtrip
+from course_lib.evaluation.metrics import mse, psnr, ssim
 
 DISTORTIONS = ("blur", "noise", "shift", "jpeg")
 BLUR_SIGMAS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)

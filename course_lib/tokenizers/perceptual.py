@@ -29,10 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_lib.checkpoints import CHECKPOINT_DIR, load_model, save_checkpoint
+from course_lib.engine.checkpoints import load_model, save_checkpoint
+from course_lib.paths import CHECKPOINT_DIR
 from course_lib.datasets.imageset import ImageSet
 from course_lib.datasets.photos import make_photo_crops, photo_names
-from course_lib.seeding import seed_everything
+from course_lib.engine.seeding import seed_everything
 
 FEATURE_NET_CHECKPOINT = CHECKPOINT_DIR / "feature-net-photos.pt"
 NUM_ROTATIONS = 4
