@@ -1,0 +1,365 @@
+"""Grade submitted notebooks, each run once in its own sandbox: ``python -m course_lib.grading``.
+
+For each submission:
+
+1. find it without following links (a symbolic or hard link is refused with its own row), read it
+   (at most 20 MB) and tell its lesson (``--lesson``, else the metadata ``course.lesson``, else the
+   exercise functions it defines, else its file name);
+2. draw fresh cases for the lesson's exercises with ``--seed`` (never the notebooks' seed 0) and
+   compute the reference outputs here, with the real course_lib;
+3. run the notebook in its sandbox (:mod:`.sandbox`, :mod:`.runner`): each exercise is graded on
+   the fresh cases as its check cell receives it; the outputs come back as plain tensors, read with
+   ``torch.load(weights_only=True)``, and are compared here (:mod:`.report`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import stat
+import sys
+import threading
+import warnings
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from course_lib.exercises import exercises
+from course_lib.grading import report, sandbox
+from course_lib.grading.report import Outcome, Row
+from course_lib.nbtools import ROOT
+
+DEFAULT_SEED = 1_846_271  # any fixed value but 0, the seed the notebooks' own checks print
+MAX_NOTEBOOK_BYTES = 20_000_000
+MAX_OUTPUT_BYTES = 50_000_000
+NOT_RUN = "not run"
+
+
+@dataclass
+class Settings:
+    timeout: float = 300.0
+    cell_timeout: float = 120.0
+    exercise_timeout: float = 30.0
+    lesson: str | None = None
+    seed: int = DEFAULT_SEED
+    solutions: Path = ROOT / "solutions"
+    jobs: int = 2
+    memory_mb: int = 4096
+    notebook_run: bool = True
+    sandbox: bool = True
+    max_processes: int = 64
+    file_mb: int = 64
+    tmp_mb: int = 512
+
+
+@dataclass
+class Submission:
+    label: str
+    path: Path
+    refused: str = ""  # why the grader will not open it
+
+
+def discover(paths: list[Path]) -> list[Submission]:
+    """Every notebook named or inside a named folder, sorted; links are listed as refused, never followed."""
+    found = []
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            for folder, dirs, files in os.walk(path):  # os.walk does not descend into linked folders
+                dirs[:] = sorted(d for d in dirs if d != ".ipynb_checkpoints")
+                for name in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
+                    if name.endswith(".ipynb") or os.path.islink(os.path.join(folder, name)):
+                        found.append(_submission(Path(folder) / name))
+        elif os.path.lexists(path):
+            found.append(_submission(path))
+        else:
+            raise FileNotFoundError(f"no such submission file or folder: {path}")
+    if not found:
+        raise FileNotFoundError(f"no .ipynb files in {[str(p) for p in paths]}")
+    return sorted({s.label: s for s in found}.values(), key=lambda s: s.label)
+
+
+def _submission(path: Path) -> Submission:
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        return Submission(str(path), path, "refused: a symbolic link (the grader never follows links)")
+    if not stat.S_ISREG(info.st_mode):
+        return Submission(str(path), path, "refused: not a regular file")
+    if info.st_nlink > 1:
+        return Submission(str(path), path, "refused: a hard link to a file elsewhere")
+    return Submission(str(path), path)
+
+
+def read_notebook(path: Path) -> dict:
+    """The notebook as JSON, read without following links; ValueError with a short reason otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise ValueError("refused: not a regular file")
+        data = f.read(MAX_NOTEBOOK_BYTES + 1)
+    if len(data) > MAX_NOTEBOOK_BYTES:
+        raise ValueError(f"file is larger than {MAX_NOTEBOOK_BYTES // 1_000_000} MB")
+    try:
+        import nbformat
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            nb = nbformat.reads(data.decode("utf-8", errors="replace"), as_version=4)
+        if not isinstance(nb.get("metadata"), dict) or not all(isinstance(c, dict) for c in nb.get("cells", [])):
+            raise ValueError("it has no metadata or no list of cells")
+    except Exception as error:  # noqa: BLE001  (any broken file is one reason in its rows)
+        raise ValueError(f"not a readable notebook: {_first_line(error)}") from None
+    return nb
+
+
+def identify_lesson(nb: dict | None, path: Path) -> tuple[str | None, str]:
+    """(lesson, '') or (None, why): metadata, else the exercises its cells define, else the file name."""
+    known = sorted({e.lesson for e in exercises()})
+    course = nb.get("metadata", {}).get("course", {}) if nb else {}
+    lesson = course.get("lesson") if isinstance(course, dict) else None
+    if lesson:
+        if lesson in known:
+            return lesson, ""
+        return None, f"its metadata names lesson {str(lesson)[:60]!r}, which has no exercises; known: {known}"
+    sources = "\n".join(str(c.get("source", "")) for c in (nb or {}).get("cells", []) if c.get("cell_type") == "code")
+    defined = set(re.findall(r"^\s*(?:def|class)\s+(\w+)", sources, flags=re.M))
+    votes = Counter(e.lesson for e in exercises() if e.name in defined).most_common()
+    if votes and (len(votes) == 1 or votes[0][1] > votes[1][1]):
+        return votes[0][0], ""
+    if path.stem in known:
+        return path.stem, ""
+    return None, "no course.lesson metadata, and its cells define no known lesson's exercises"
+
+
+class Grader:
+    """Grades submissions with one set of settings; caches cases, expected outputs, points and stubs per lesson."""
+
+    def __init__(self, settings: Settings, workdir: Path):
+        self.settings, self.workdir = settings, workdir
+        self._lessons: dict[str, dict] = {}
+        self._points: dict[str, dict[str, float]] = {}
+        self._lock = threading.Lock()
+        self.slots: queue.Queue[int] = queue.Queue()
+        for slot in range(settings.jobs):
+            self.slots.put(slot)
+        self.internal_errors = 0
+
+    def grade_all(self, found: list[Submission]) -> list[Row]:
+        readable = {}
+        for index, submission in enumerate(found):
+            if not submission.refused:
+                try:
+                    readable[index] = read_notebook(submission.path)
+                except (OSError, ValueError) as error:
+                    submission.refused = str(error) if isinstance(error, ValueError) else _first_line(error)
+        lessons = [identify_lesson(nb, found[i].path)[0] for i, nb in readable.items()]
+        common = Counter(l for l in lessons if l).most_common(1)
+        self.fallback = self.settings.lesson or (common[0][0] if common else None)
+        with ThreadPoolExecutor(self.settings.jobs) as pool:
+            batches = pool.map(lambda i: self.grade_safely(i, found[i], readable.get(i)), range(len(found)))
+            return [row for batch in batches for row in batch]
+
+    def grade_safely(self, index: int, submission: Submission, nb: dict | None) -> list[Row]:
+        try:
+            return self.grade(index, submission, nb)
+        except Exception as error:  # noqa: BLE001  (a grader bug costs this submission, loudly)
+            self.internal_errors += 1
+            import traceback
+
+            traceback.print_exc()
+            return self.failed(submission, None, f"grader error: {type(error).__name__}: {error}")
+
+    def grade(self, index: int, submission: Submission, nb: dict | None) -> list[Row]:
+        if nb is None:
+            return self.failed(submission, identify_lesson(None, submission.path)[0], submission.refused)
+        lesson, why = identify_lesson(nb, submission.path)
+        wanted = self.settings.lesson
+        if lesson is None or (wanted and lesson != wanted):
+            return self.failed(submission, None, why or f"this is a notebook of lesson {lesson}, not {wanted}")
+        box = sandbox.Box(self.workdir / f"submission_{index}", self.lesson(lesson)["course"])
+        self._prepare(box, nb, lesson)
+        slot = self.slots.get()
+        try:
+            code, seconds = self._run(box, slot)
+        finally:
+            self.slots.put(slot)
+        events = _events(box.path("out") / "events.jsonl")
+        print(f"graded {submission.label} in {seconds:.0f} s", file=sys.stderr)
+        points, info = self.points(lesson), self.lesson(lesson)
+        rows, notebook = [], self._clean(_notebook_verdict(events, code, self.settings.timeout))
+        for exercise in exercises(lesson):
+            outcome = _outcome(box, exercise.name, events, code)
+            cases, expected = info["cases"][exercise.name]
+            status, reason = report.judge(outcome, cases, expected, exercise.differ, self.settings.exercise_timeout)
+            rows.append(Row(submission.label, lesson, exercise.name, status,
+                            points[exercise.name] if status == "pass" else 0.0, points[exercise.name],
+                            self._clean(reason), notebook))
+        return rows
+
+    def _prepare(self, box: sandbox.Box, nb: dict, lesson: str) -> None:
+        import nbformat
+
+        grading = box.path("grading")
+        shutil.copyfile(sandbox.RUNNER, grading / "runner.py")
+        shutil.copyfile(self.lesson(lesson)["cases_file"], grading / "cases.pt")
+        for cache in sandbox.font_caches():
+            shutil.copyfile(cache, grading / cache.name)
+        (box.path("submission") / "notebook.ipynb").write_text(nbformat.writes(nbformat.from_dict(nb)), encoding="utf-8")
+        inside = self.settings.sandbox
+        job = {"uid": None, "cell_timeout": self.settings.cell_timeout, "exercise_timeout": self.settings.exercise_timeout,
+               "stop_after_checks": not self.settings.notebook_run, "memory_mb": self.settings.memory_mb,
+               "max_processes": self.settings.max_processes, "file_mb": self.settings.file_mb,
+               "notebook": "/submission/notebook.ipynb" if inside else str(box.path("submission") / "notebook.ipynb"),
+               "cases": "/grading/cases.pt" if inside else str(grading / "cases.pt"),
+               "grading": "/grading" if inside else str(grading), "out": "/out" if inside else str(box.path("out"))}
+        (grading / "job.json").write_text(json.dumps(job))
+
+    def _run(self, box: sandbox.Box, slot: int) -> tuple[int | None, float]:
+        if not self.settings.sandbox:
+            args, env = sandbox.unsandboxed_command(box)
+            return sandbox.run(args, box, self.settings.timeout, env)
+        uid = sandbox.UID_BASE + slot if os.geteuid() == 0 else None
+        job_file = box.path("grading") / "job.json"
+        job_file.write_text(json.dumps({**json.loads(job_file.read_text()), "uid": uid}))
+        if uid is not None:
+            os.chown(box.path("out"), uid, uid)
+        return sandbox.run(sandbox.command(box, uid, self.settings.tmp_mb), box, self.settings.timeout)
+
+    def lesson(self, lesson: str) -> dict:
+        """Per lesson, once: the stubbed course_lib copy, the fresh cases and the reference outputs."""
+        with self._lock:
+            if lesson not in self._lessons:
+                self._lessons[lesson] = self._prepare_lesson(lesson)
+        return self._lessons[lesson]
+
+    def _prepare_lesson(self, lesson: str) -> dict:
+        folder = self.workdir / f"lesson_{lesson}"
+        course = sandbox.stubbed_copy(exercises(lesson), folder / "course")
+        cases, plain = {}, {}
+        for exercise in exercises(lesson):
+            drawn = exercise.make_cases(torch.Generator().manual_seed(case_seed(self.settings.seed, exercise.name)))
+            cases[exercise.name] = (drawn, [exercise.call(exercise.reference, c) for c in drawn])
+            plain[exercise.name] = [{"args": c.args, "kwargs": c.kwargs, "label": c.describe()} for c in drawn]
+        torch.save(plain, folder / "cases.pt")
+        return {"course": course, "cases": cases, "cases_file": folder / "cases.pt"}
+
+    def points(self, lesson: str) -> dict[str, float]:
+        """Points per exercise: the solution notebook's nbgrader metadata, else the registry's default."""
+        if lesson not in self._points:
+            found = report.solution_points(self.settings.solutions, lesson) if self.settings.solutions.is_dir() else {}
+            missing = [e.name for e in exercises(lesson) if e.name not in found]
+            if missing:
+                print(f"note: no points for {missing} in the nbgrader metadata of {self.settings.solutions}; "
+                      "using the default", file=sys.stderr)
+            self._points[lesson] = {e.name: found.get(e.name, float(e.points)) for e in exercises(lesson)}
+        return self._points[lesson]
+
+    def failed(self, submission: Submission, lesson: str | None, reason: str) -> list[Row]:
+        """The rows of a submission that did not run: every exercise at 0 of its points, when the lesson is known."""
+        lesson = self.settings.lesson or lesson or getattr(self, "fallback", None)
+        if lesson is None:
+            return [Row(submission.label, "", "", "error", 0.0, 0.0, self._clean(reason), NOT_RUN)]
+        points = self.points(lesson)
+        return [Row(submission.label, lesson, e.name, "error", 0.0, points[e.name], self._clean(reason), NOT_RUN)
+                for e in exercises(lesson)]
+
+    def _clean(self, text: str) -> str:
+        return report.clean(text, [str(self.workdir), os.path.realpath(self.workdir)])
+
+
+def case_seed(seed: int, name: str) -> int:
+    """The seed of one exercise's fresh cases: fixed per run and exercise, never the notebooks' 0."""
+    value = int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:4], "big") & 0x7FFFFFFF
+    return value or 1
+
+
+# -- what came back from the sandbox ---------------------------------------------------------------
+
+def _events(path: Path) -> list[dict]:
+    """The runner's events; lines a student forged or garbled are skipped, the file is read capped."""
+    events = []
+    if path.is_file() and not path.is_symlink():
+        for line in path.read_bytes()[:MAX_OUTPUT_BYTES].splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+    return events
+
+
+def _outcome(box: sandbox.Box, name: str, events: list[dict], code: int | None) -> Outcome:
+    saved = box.path("out") / f"{name}.pt"
+    if saved.is_file() and not saved.is_symlink() and saved.stat().st_size <= MAX_OUTPUT_BYTES:
+        try:
+            data = torch.load(saved, weights_only=True)  # never unpickle what a student could forge
+        except Exception as error:  # noqa: BLE001
+            return Outcome(problem=("error", f"its outputs could not be read back ({type(error).__name__})"))
+        data = data if isinstance(data, dict) else {}
+        results = [_decode(r) for r in data.get("results", []) if isinstance(r, dict)]
+        attempts = [str(a) for a in data.get("attempts", [])][:5]
+        if "unsaved" in data:
+            return Outcome(attempts=attempts, problem=("error", f"its outputs cannot be saved: {data['unsaved']}"))
+        return Outcome(results, attempts)
+    return Outcome(problem=_why_no_outputs(name, events, code))
+
+
+def _why_no_outputs(name: str, events: list[dict], code: int | None) -> tuple[str, str]:
+    started = any(e.get("start") == name for e in events)
+    if started and code is None:
+        return "timeout", "the whole run reached its time limit while this exercise ran"
+    if started:
+        return "error", f"the run {_death(code)} while this exercise ran"
+    for event in events:
+        if event.get("grade_id") == name and "cell_error" in event:
+            return "error", str(event.get("problem", ""))
+    for event in events:
+        if event.get("grade_id") == f"check_{name}" and "cell_error" in event:
+            return "error", f"its check did not run: {event.get('problem', '')} (renamed or deleted?)"
+    if not any("notebook" in e for e in events):
+        ended = "reached its time limit" if code is None else _death(code)
+        return ("timeout" if code is None else "error"), f"the run {ended} before this exercise's check"
+    return "error", f"no check of `{name}` ran (its check cell is missing?)"
+
+
+def _notebook_verdict(events: list[dict], code: int | None, timeout: float) -> str:
+    for event in events:
+        if "notebook" in event:
+            return str(event["notebook"])
+    cells = [e["cell"] for e in events if isinstance(e.get("cell"), int)]
+    where = f" in cell #{cells[-1]}" if cells else " before its first cell"
+    if code is None:
+        return f"timeout: stopped after {timeout:g} s{where}"
+    return f"the run {_death(code)}{where}"
+
+
+def _death(code: int | None) -> str:
+    if code is not None and (code < 0 or code > 128):  # a signal: negative from Popen, 128 + N from bwrap
+        number = -code if code < 0 else code - 128
+        try:
+            return f"was killed by {signal.Signals(number).name}"
+        except ValueError:
+            pass
+    return f"exited with code {code}"
+
+
+def _decode(value):
+    if isinstance(value, dict):
+        if set(value) == {"__ndarray__"} and isinstance(value["__ndarray__"], torch.Tensor):
+            return value["__ndarray__"].numpy()
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_decode(v) for v in value)
+    return value
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:200]

@@ -1,0 +1,215 @@
+"""One submission in its own operating-system sandbox, built with bubblewrap.
+
+bubblewrap (``bwrap``, https://github.com/containers/bubblewrap; Debian's ``bubblewrap`` package)
+puts a process in new mount, pid, ipc, uts and network namespaces without a daemon. Inside, the
+submission sees only:
+
+- the Python environment and the system libraries, read-only;
+- ``/course/course_lib``: a copy of course_lib in which the references of the graded exercises
+  are stubs (:func:`stubbed_copy`), and ``/course/data`` read-only (shipped checkpoints);
+- ``/submission``: its own copy of the notebook, read-only; ``/grading``: the runner and the cases;
+- ``/out``: where the runner writes its results, and ``/tmp``: an empty, size-capped tmpfs.
+
+No network, no other submission, no ``solutions/``, tests or ``.git``. Its processes die with it
+(``--die-with-parent``, and the pid namespace ends with its first process); the runner drops root
+to a user of its own and caps processes, memory and file size; the grader kills it at a deadline.
+"""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import course_lib
+
+INSTALL_HINT = ("bubblewrap (bwrap) is missing: install it with `sudo apt-get install bubblewrap` "
+                "(or `make bwrap`), or pass --no-sandbox to grade without isolation")
+UID_BASE = 1_950_000  # the sandbox's own users: one per concurrent slot, so process caps do not mix
+SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64")
+ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd", "group", "nsswitch.conf",
+       "alternatives", "fonts")
+RUNNER = Path(__file__).with_name("runner.py")
+
+
+def bwrap() -> str | None:
+    """The bwrap program, or None when it is not installed."""
+    return shutil.which("bwrap")
+
+
+# -- the course_lib copy without the graded references ---------------------------------------------
+
+def stubbed_copy(exercises: list, target: Path) -> Path:
+    """Copy course_lib to ``target/course_lib`` with each exercise's reference replaced by a stub.
+
+    The reference is found through the registry (``__module__`` / ``__qualname__``), so the copy
+    follows the library wherever its modules live. Returns the folder to put on ``PYTHONPATH``.
+    """
+    source = Path(course_lib.__file__).resolve().parent
+    package = target / "course_lib"
+    shutil.copytree(source, package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "grading"))
+    by_file: dict[Path, list] = {}
+    for exercise in exercises:
+        by_file.setdefault(_copied_file(exercise.reference, source, package), []).append(exercise)
+    for path, stubbed in by_file.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for exercise in stubbed:
+            _replace(tree, exercise.reference.__qualname__, exercise.name)
+        path.write_text(ast.unparse(ast.fix_missing_locations(tree)) + "\n", encoding="utf-8")
+    return target
+
+
+def _copied_file(reference, source: Path, package: Path) -> Path:
+    module = reference.__module__
+    spec = importlib.util.find_spec(module)
+    origin = Path(spec.origin).resolve() if spec and spec.origin else None
+    if origin is None or source not in origin.parents:
+        raise ValueError(f"expected the reference {module}.{reference.__qualname__} to live in {source}, "
+                         f"found it in {origin}")
+    return package / origin.relative_to(source)
+
+
+_STUB = '''
+def {function}(*args, **kwargs):
+    """Absent while grading: the course_lib reference of exercise `{name}`."""
+    import sys
+    runner = sys.modules.get("_course_grading_runner")
+    if runner is None:
+        raise RuntimeError("the course_lib reference of exercise `{name}` is absent while grading")
+    return runner.absent_reference({name!r}, args, kwargs)
+'''
+
+
+def _replace(tree: ast.Module, qualname: str, name: str) -> None:
+    """Swap the definition at ``qualname`` (``f`` or ``Class.f``) for the stub, in place."""
+    body, parts = tree.body, qualname.split(".")
+    for depth, part in enumerate(parts):
+        found = [i for i, node in enumerate(body) if getattr(node, "name", None) == part
+                 and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+        if not found or "<locals>" in parts:
+            raise ValueError(f"expected a module-level definition of {qualname}, found none named {part!r}")
+        if depth == len(parts) - 1:
+            stub = ast.parse(_STUB.format(function=part, name=name)).body[0]
+            body[found[-1]] = stub
+            return
+        body = body[found[-1]].body
+
+
+# -- the folders and the command of one sandbox --------------------------------------------------
+
+@dataclass
+class Box:
+    """The host folders of one submission's sandbox, inside the grader's private temporary folder."""
+
+    folder: Path
+    course: Path  # the folder that holds the stubbed course_lib
+
+    def __post_init__(self) -> None:
+        for sub in ("grading", "submission", "out", "tmp"):
+            (self.folder / sub).mkdir(parents=True, exist_ok=True)
+
+    def path(self, name: str) -> Path:
+        return self.folder / name
+
+
+def command(box: Box, uid: int | None, tmp_mb: int) -> list[str]:
+    """The bwrap command line that runs the runner in ``box``."""
+    binds = [("--ro-bind", str(box.course / "course_lib"), "/course/course_lib"),
+             ("--ro-bind", str(box.path("grading")), "/grading"),
+             ("--ro-bind", str(box.path("submission")), "/submission"),
+             ("--bind", str(box.path("out")), "/out")]
+    data = Path(course_lib.__file__).resolve().parent.parent / "data"
+    if data.is_dir():
+        binds.append(("--ro-bind", str(data), "/course/data"))
+    args = [bwrap(), "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+            "--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL"]
+    if uid is not None:  # root starts it: keep only what the runner needs to drop to its own user
+        args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    else:
+        args += ["--unshare-user"]
+    for path in SYSTEM:
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    args += [a for name in ETC for a in ("--ro-bind-try", f"/etc/{name}", f"/etc/{name}")]
+    for path in _python_dirs():
+        args += _dirs_to(path) + ["--ro-bind", path, path]
+    for kind, source, target in binds:
+        args += _dirs_to(target) + [kind, source, target]
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmp_mb << 20), "--perms", "1777", "--tmpfs", "/tmp",
+             "--chdir", "/tmp"]
+    for key, value in environment("/tmp", "/course").items():
+        args += ["--setenv", key, value]
+    return args + [sys.executable, "-s", "-B", "/grading/runner.py", "/grading/job.json"]
+
+
+def _python_dirs() -> list[str]:
+    """The environment's folders outside the system ones, outermost first, without repeats."""
+    dirs = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)}
+    dirs |= {os.path.abspath(p) for p in (sys.prefix,)}  # a venv reached through a symlink
+    dirs = {d for d in dirs if not any(d == s or d.startswith(s + "/") for s in SYSTEM)}
+    return sorted(d for d in dirs if not any(d.startswith(o + "/") for o in dirs))
+
+
+def _dirs_to(path: str) -> list[str]:
+    """Create the parents of a mount point world-traversable (bwrap makes them private)."""
+    parts, args = Path(path).parts[1:-1], []
+    for i in range(len(parts)):
+        args += ["--perms", "0755", "--dir", "/" + "/".join(parts[: i + 1])]
+    return args
+
+
+def environment(home: str, course: str) -> dict[str, str]:
+    """The whole environment of the notebook: quick mode, one thread, every config folder in ``home``."""
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": home, "TMPDIR": home,
+           "PYTHONPATH": course, "COURSE_QUICK": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "agg", "JUPYTER_PLATFORM_DIRS": "1"}
+    for key, sub in (("MPLCONFIGDIR", "mpl"), ("IPYTHONDIR", "ipython"), ("XDG_CACHE_HOME", "cache"),
+                     ("JUPYTER_CONFIG_DIR", "jupyter"), ("JUPYTER_DATA_DIR", "jupyter-data"),
+                     ("JUPYTER_RUNTIME_DIR", "jupyter-runtime")):
+        env[key] = f"{home}/{sub}"
+    return env
+
+
+def unsandboxed_command(box: Box) -> tuple[list[str], dict[str, str]]:
+    """The same run without isolation (``--no-sandbox``): host paths, the grader's own user."""
+    env = environment(str(box.path("tmp")), str(box.course))
+    return [sys.executable, "-s", "-B", str(box.path("grading") / "runner.py"), str(box.path("grading") / "job.json")], env
+
+
+def run(args: list[str], box: Box, timeout: float, env: dict | None = None) -> tuple[int | None, float]:
+    """Run to the end or to ``timeout``; (exit code, or None when killed at the deadline; seconds)."""
+    started = time.monotonic()
+    with open(box.path("log.txt"), "wb") as log:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env or {},
+                                cwd=box.path("tmp"), start_new_session=True)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            code = None
+        finally:
+            _kill_group(proc.pid)
+            proc.wait()
+    return code, time.monotonic() - started
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # already gone
+
+
+def font_caches() -> list[Path]:
+    """matplotlib's font list from the grader's own cache: a fresh one takes seconds to build."""
+    import matplotlib
+    from matplotlib import font_manager  # noqa: F401  (builds the cache once)
+
+    return sorted(Path(matplotlib.get_cachedir()).glob("fontlist-*.json"))
