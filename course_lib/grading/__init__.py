@@ -195,6 +195,9 @@ class Grader:
         rows, notebook = [], self._clean(_notebook_verdict(events, code, self.settings.timeout))
         for exercise in exercises(lesson):
             outcome = _outcome(box, exercise.name, events, code)
+            crashed = _cell_problem(events, exercise.name)
+            if crashed and not outcome.attempts:  # its own cell raised: as in Jupyter, that stops it
+                outcome = Outcome(problem=("error", crashed))
             cases, expected = info["cases"][exercise.name]
             status, reason = report.judge(outcome, cases, expected, exercise.differ, self.settings.exercise_timeout)
             rows.append(Row(submission.label, lesson, exercise.name, status,
@@ -317,16 +320,20 @@ def _why_no_outputs(name: str, events: list[dict], code: int | None) -> tuple[st
         return "timeout", "the whole run reached its time limit while this exercise ran"
     if started:
         return "error", f"the run {_death(code)} while this exercise ran"
-    for event in events:
-        if event.get("grade_id") == name and "cell_error" in event:
-            return "error", str(event.get("problem", ""))
-    for event in events:
-        if event.get("grade_id") == f"check_{name}" and "cell_error" in event:
-            return "error", f"its check did not run: {event.get('problem', '')} (renamed or deleted?)"
+    if _cell_problem(events, f"check_{name}"):
+        return "error", f"its check did not run: {_cell_problem(events, f'check_{name}')} (renamed or deleted?)"
     if not any("notebook" in e for e in events):
         ended = "reached its time limit" if code is None else _death(code)
         return ("timeout" if code is None else "error"), f"the run {ended} before this exercise's check"
     return "error", f"no check of `{name}` ran (its check cell is missing?)"
+
+
+def _cell_problem(events: list[dict], grade_id: str) -> str | None:
+    """What went wrong in the cell with this nbgrader grade_id, if it raised."""
+    for event in events:
+        if event.get("grade_id") == grade_id and "cell_error" in event:
+            return str(event.get("problem", ""))
+    return None
 
 
 def _notebook_verdict(events: list[dict], code: int | None, timeout: float) -> str:

@@ -202,8 +202,8 @@ def run_cells(notebook: dict) -> str:
     for index, cell in enumerate(notebook["cells"]):
         if State.job["stop_after_checks"] and index > last_check:
             return verdict if verdict != "ran" else "stopped after the last check (--no-notebook-run)"
-        if cell.get("cell_type") != "code":
-            continue
+        if cell.get("cell_type") != "code" or (verdict.startswith("timeout") and not _grade_id(cell)):
+            continue  # after a timeout only the exercise and check cells run: a loop costs one cell's time
         source = cell.get("source", "")
         source = "".join(source) if isinstance(source, list) else str(source)
         emit(cell=index + 1)
@@ -216,11 +216,18 @@ def run_cells(notebook: dict) -> str:
         finally:
             alarm(0)
         if error is not None:
-            problem = f"timeout: cell #{index + 1} ran past {State.job['cell_timeout']:g} s" \
-                if isinstance(error, ExerciseTimeout) else f"error in cell #{index + 1}: {describe(error)}"
+            problem = _problem(index + 1, error)
             emit(cell_error=index + 1, grade_id=_grade_id(cell), problem=problem)
             verdict = problem if verdict == "ran" else verdict
     return verdict
+
+
+def _problem(number: int, error: BaseException) -> str:
+    if isinstance(error, ExerciseTimeout):
+        return f"timeout: cell #{number} ran past {State.job['cell_timeout']:g} s"
+    if isinstance(error, SyntaxError):  # no file name: IPython's differ from run to run
+        return f"cell #{number} does not parse: {type(error).__name__}: {error.msg} (line {error.lineno})"
+    return f"error in cell #{number}: {describe(error)}"
 
 
 def _grade_id(cell: dict) -> str:
