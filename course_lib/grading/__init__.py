@@ -186,24 +186,41 @@ class Grader:
         self._prepare(box, nb, lesson)
         slot = self.slots.get()
         try:
-            code, seconds = self._run(box, slot)
+            outcomes, (events, code), seconds = self._runs(box, slot, [e.name for e in exercises(lesson)])
         finally:
             self.slots.put(slot)
-        events = _events(box.path("out") / "events.jsonl")
         print(f"graded {submission.label} in {seconds:.0f} s", file=sys.stderr)
         points, info = self.points(lesson), self.lesson(lesson)
         rows, notebook = [], self._clean(_notebook_verdict(events, code, self.settings.timeout))
         for exercise in exercises(lesson):
-            outcome = _outcome(box, exercise.name, events, code)
-            crashed = _cell_problem(events, exercise.name)
-            if crashed and not outcome.attempts:  # its own cell raised: as in Jupyter, that stops it
-                outcome = Outcome(problem=("error", crashed))
             cases, expected = info["cases"][exercise.name]
-            status, reason = report.judge(outcome, cases, expected, exercise.differ, self.settings.exercise_timeout)
+            status, reason = report.judge(outcomes[exercise.name], cases, expected, exercise.differ,
+                                          self.settings.exercise_timeout)
             rows.append(Row(submission.label, lesson, exercise.name, status,
                             points[exercise.name] if status == "pass" else 0.0, points[exercise.name],
                             self._clean(reason), notebook))
         return rows
+
+    def _runs(self, box: sandbox.Box, slot: int, names: list[str]) -> tuple[dict[str, Outcome], tuple, float]:
+        """Run; when the run dies while an exercise is graded, run again for the exercises it never reached.
+
+        Returns each exercise's outcome, the first run's (events, exit code), and the seconds spent.
+        """
+        decided, first, seconds, dead = {}, None, 0.0, []
+        for attempt in range(len(names)):
+            box.run = attempt
+            code, spent = self._run(box, slot, sorted(decided), dead)
+            events, seconds = _events(box.out / "events.jsonl"), seconds + spent
+            first = first or (events, code)
+            died_in = [n for n in names if n not in decided and _started(events, n) and not (box.out / f"{n}.pt").exists()]
+            ended = any("notebook" in e for e in events) or not died_in or attempt == len(names) - 1
+            for name in names:
+                if name not in decided and (ended or _started(events, name) or (box.out / f"{name}.pt").exists()):
+                    decided[name] = _outcome(box.out, name, events, code)
+            if len(decided) == len(names):
+                break
+            dead += died_in
+        return decided, first, seconds
 
     def _prepare(self, box: sandbox.Box, nb: dict, lesson: str) -> None:
         import nbformat
@@ -220,18 +237,20 @@ class Grader:
                "max_processes": self.settings.max_processes, "file_mb": self.settings.file_mb,
                "notebook": "/submission/notebook.ipynb" if inside else str(box.path("submission") / "notebook.ipynb"),
                "cases": "/grading/cases.pt" if inside else str(grading / "cases.pt"),
-               "grading": "/grading" if inside else str(grading), "out": "/out" if inside else str(box.path("out"))}
+               "grading": "/grading" if inside else str(grading)}
         (grading / "job.json").write_text(json.dumps(job))
 
-    def _run(self, box: sandbox.Box, slot: int) -> tuple[int | None, float]:
+    def _run(self, box: sandbox.Box, slot: int, skip: list[str], dead: list[str]) -> tuple[int | None, float]:
+        uid = sandbox.UID_BASE + slot if self.settings.sandbox and os.geteuid() == 0 else None
+        job_file = box.path("grading") / "job.json"
+        out = f"/{box.out.name}" if self.settings.sandbox else str(box.out)
+        job_file.write_text(json.dumps({**json.loads(job_file.read_text()), "uid": uid, "skip": skip, "dead": dead,
+                                                                   "out": out}))
+        if uid is not None:
+            os.chown(box.out, uid, uid)
         if not self.settings.sandbox:
             args, env = sandbox.unsandboxed_command(box)
             return sandbox.run(args, box, self.settings.timeout, env)
-        uid = sandbox.UID_BASE + slot if os.geteuid() == 0 else None
-        job_file = box.path("grading") / "job.json"
-        job_file.write_text(json.dumps({**json.loads(job_file.read_text()), "uid": uid}))
-        if uid is not None:
-            os.chown(box.path("out"), uid, uid)
         return sandbox.run(sandbox.command(box, uid, self.settings.tmp_mb), box, self.settings.timeout)
 
     def lesson(self, lesson: str) -> dict:
@@ -298,8 +317,20 @@ def _events(path: Path) -> list[dict]:
     return events
 
 
-def _outcome(box: sandbox.Box, name: str, events: list[dict], code: int | None) -> Outcome:
-    saved = box.path("out") / f"{name}.pt"
+def _started(events: list[dict], name: str) -> bool:
+    return any(e.get("start") == name for e in events)
+
+
+def _outcome(out: Path, name: str, events: list[dict], code: int | None) -> Outcome:
+    crashed = _cell_problem(events, name)
+    outcome = _saved_outcome(out, name, events, code)
+    if crashed and not outcome.attempts:  # its own cell raised: as in Jupyter, that stops it
+        return Outcome(problem=("error", crashed))
+    return outcome
+
+
+def _saved_outcome(out: Path, name: str, events: list[dict], code: int | None) -> Outcome:
+    saved = out / f"{name}.pt"
     if saved.is_file() and not saved.is_symlink() and saved.stat().st_size <= MAX_OUTPUT_BYTES:
         try:
             data = torch.load(saved, weights_only=True)  # never unpickle what a student could forge

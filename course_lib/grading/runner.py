@@ -115,11 +115,20 @@ def describe(error: BaseException) -> str:
 
 def grading_check(name: str, fn: Any) -> Any:
     """Keep ``fn``, grade it on the fresh cases now, and hand it back (the reference is absent here)."""
+    if name in State.job["dead"]:
+        return _ended_earlier(name)
     State.kept[name] = fn
     State.calls[name] = State.calls.get(name, 0) + 1
-    if name in State.cases and State.calls[name] <= 3:
+    if name in State.cases and name not in State.job["skip"] and State.calls[name] <= 3:
         save(name, grade(name, fn))
     return fn
+
+
+def _ended_earlier(name: str) -> Callable:
+    def ended(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"`{name}` ended an earlier run of this notebook: it is not called again")
+
+    return ended
 
 
 def grade(name: str, fn: Any) -> dict:

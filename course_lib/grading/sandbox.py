@@ -109,13 +109,21 @@ class Box:
 
     folder: Path
     course: Path  # the folder that holds the stubbed course_lib
+    run: int = 0  # a submission runs again when it dies while an exercise is graded
 
     def __post_init__(self) -> None:
-        for sub in ("grading", "submission", "out", "tmp"):
+        for sub in ("grading", "submission", "tmp"):
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
 
     def path(self, name: str) -> Path:
         return self.folder / name
+
+    @property
+    def out(self) -> Path:
+        """Where this run's results go (``/out`` inside): one folder per run."""
+        out = self.folder / ("out" if self.run == 0 else f"out{self.run}")
+        out.mkdir(exist_ok=True)
+        return out
 
 
 def command(box: Box, uid: int | None, tmp_mb: int) -> list[str]:
@@ -123,7 +131,7 @@ def command(box: Box, uid: int | None, tmp_mb: int) -> list[str]:
     binds = [("--ro-bind", str(box.course / "course_lib"), "/course/course_lib"),
              ("--ro-bind", str(box.path("grading")), "/grading"),
              ("--ro-bind", str(box.path("submission")), "/submission"),
-             ("--bind", str(box.path("out")), "/out")]
+             ("--bind", str(box.out), f"/{box.out.name}")]
     data = Path(course_lib.__file__).resolve().parent.parent / "data"
     if data.is_dir():
         binds.append(("--ro-bind", str(data), "/course/data"))
