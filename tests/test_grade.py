@@ -50,14 +50,16 @@ def _digest(folder: Path) -> str:
 
 
 def _live_orphans() -> list[str]:
+    """Live processes that the sandboxes started: the orphan's `sleep`, or any of the sandbox users."""
     found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            words = cmdline.read_bytes().split(b"\0")
-        except OSError:
+            words = (proc / "cmdline").read_bytes().split(b"\0")
+            uid = int(re.search(r"^Uid:\s+(\d+)", (proc / "status").read_text(), flags=re.M).group(1))
+        except (OSError, AttributeError):
             continue
-        if ATTACKS.ORPHAN_SECONDS.encode() in words:
-            found.append(cmdline.parent.name)
+        if ATTACKS.ORPHAN_SECONDS.encode() in words or sandbox.UID_BASE <= uid < sandbox.UID_BASE + 64:
+            found.append(f"{proc.name}: {b' '.join(words).decode(errors='replace')}")
     return found
 
 

@@ -19,14 +19,13 @@ import os
 import queue
 import re
 import shutil
-import signal
 import stat
 import sys
 import threading
 import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -38,7 +37,6 @@ from course_lib.nbtools import ROOT
 
 DEFAULT_SEED = 1_846_271  # any fixed value but 0, the seed the notebooks' own checks print
 MAX_NOTEBOOK_BYTES = 20_000_000
-MAX_OUTPUT_BYTES = 50_000_000
 NOT_RUN = "not run"
 
 
@@ -191,7 +189,7 @@ class Grader:
             self.slots.put(slot)
         print(f"graded {submission.label} in {seconds:.0f} s", file=sys.stderr)
         points, info = self.points(lesson), self.lesson(lesson)
-        rows, notebook = [], self._clean(_notebook_verdict(events, code, self.settings.timeout))
+        rows, notebook = [], self._clean(report.notebook_verdict(events, code, self.settings.timeout))
         for exercise in exercises(lesson):
             cases, expected = info["cases"][exercise.name]
             status, reason = report.judge(outcomes[exercise.name], cases, expected, exercise.differ,
@@ -210,13 +208,14 @@ class Grader:
         for attempt in range(len(names)):
             box.run = attempt
             code, spent = self._run(box, slot, sorted(decided), dead)
-            events, seconds = _events(box.out / "events.jsonl"), seconds + spent
+            events, seconds = report.read_events(box.out / "events.jsonl"), seconds + spent
             first = first or (events, code)
-            died_in = [n for n in names if n not in decided and _started(events, n) and not (box.out / f"{n}.pt").exists()]
+            reached = [n for n in names if n not in decided and report.started(events, n)]
+            died_in = [n for n in reached if not (box.out / f"{n}.pt").exists()]  # started, never saved
             ended = any("notebook" in e for e in events) or not died_in or attempt == len(names) - 1
             for name in names:
-                if name not in decided and (ended or _started(events, name) or (box.out / f"{name}.pt").exists()):
-                    decided[name] = _outcome(box.out, name, events, code)
+                if name not in decided and (ended or name in reached):
+                    decided[name] = report.read_outcome(box.out, name, events, code)
             if len(decided) == len(names):
                 break
             dead += died_in
@@ -299,103 +298,6 @@ def case_seed(seed: int, name: str) -> int:
     """The seed of one exercise's fresh cases: fixed per run and exercise, never the notebooks' 0."""
     value = int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:4], "big") & 0x7FFFFFFF
     return value or 1
-
-
-# -- what came back from the sandbox ---------------------------------------------------------------
-
-def _events(path: Path) -> list[dict]:
-    """The runner's events; lines a student forged or garbled are skipped, the file is read capped."""
-    events = []
-    if path.is_file() and not path.is_symlink():
-        for line in path.read_bytes()[:MAX_OUTPUT_BYTES].splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict):
-                events.append(event)
-    return events
-
-
-def _started(events: list[dict], name: str) -> bool:
-    return any(e.get("start") == name for e in events)
-
-
-def _outcome(out: Path, name: str, events: list[dict], code: int | None) -> Outcome:
-    crashed = _cell_problem(events, name)
-    outcome = _saved_outcome(out, name, events, code)
-    if crashed and not outcome.attempts:  # its own cell raised: as in Jupyter, that stops it
-        return Outcome(problem=("error", crashed))
-    return outcome
-
-
-def _saved_outcome(out: Path, name: str, events: list[dict], code: int | None) -> Outcome:
-    saved = out / f"{name}.pt"
-    if saved.is_file() and not saved.is_symlink() and saved.stat().st_size <= MAX_OUTPUT_BYTES:
-        try:
-            data = torch.load(saved, weights_only=True)  # never unpickle what a student could forge
-        except Exception as error:  # noqa: BLE001
-            return Outcome(problem=("error", f"its outputs could not be read back ({type(error).__name__})"))
-        data = data if isinstance(data, dict) else {}
-        results = [_decode(r) for r in data.get("results", []) if isinstance(r, dict)]
-        attempts = [str(a) for a in data.get("attempts", [])][:5]
-        if "unsaved" in data:
-            return Outcome(attempts=attempts, problem=("error", f"its outputs cannot be saved: {data['unsaved']}"))
-        return Outcome(results, attempts)
-    return Outcome(problem=_why_no_outputs(name, events, code))
-
-
-def _why_no_outputs(name: str, events: list[dict], code: int | None) -> tuple[str, str]:
-    started = any(e.get("start") == name for e in events)
-    if started and code is None:
-        return "timeout", "the whole run reached its time limit while this exercise ran"
-    if started:
-        return "error", f"the run {_death(code)} while this exercise ran"
-    if _cell_problem(events, f"check_{name}"):
-        return "error", f"its check did not run: {_cell_problem(events, f'check_{name}')} (renamed or deleted?)"
-    if not any("notebook" in e for e in events):
-        ended = "reached its time limit" if code is None else _death(code)
-        return ("timeout" if code is None else "error"), f"the run {ended} before this exercise's check"
-    return "error", f"no check of `{name}` ran (its check cell is missing?)"
-
-
-def _cell_problem(events: list[dict], grade_id: str) -> str | None:
-    """What went wrong in the cell with this nbgrader grade_id, if it raised."""
-    for event in events:
-        if event.get("grade_id") == grade_id and "cell_error" in event:
-            return str(event.get("problem", ""))
-    return None
-
-
-def _notebook_verdict(events: list[dict], code: int | None, timeout: float) -> str:
-    for event in events:
-        if "notebook" in event:
-            return str(event["notebook"])
-    cells = [e["cell"] for e in events if isinstance(e.get("cell"), int)]
-    where = f" in cell #{cells[-1]}" if cells else " before its first cell"
-    if code is None:
-        return f"timeout: stopped after {timeout:g} s{where}"
-    return f"the run {_death(code)}{where}"
-
-
-def _death(code: int | None) -> str:
-    if code is not None and (code < 0 or code > 128):  # a signal: negative from Popen, 128 + N from bwrap
-        number = -code if code < 0 else code - 128
-        try:
-            return f"was killed by {signal.Signals(number).name}"
-        except ValueError:
-            pass
-    return f"exited with code {code}"
-
-
-def _decode(value):
-    if isinstance(value, dict):
-        if set(value) == {"__ndarray__"} and isinstance(value["__ndarray__"], torch.Tensor):
-            return value["__ndarray__"].numpy()
-        return {k: _decode(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_decode(v) for v in value)
-    return value
 
 
 def _first_line(error: BaseException) -> str:

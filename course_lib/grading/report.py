@@ -13,14 +13,17 @@ import csv
 import io
 import json
 import re
+import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
+import torch
 
 from course_lib.nbtools import write_atomic
 
 STATUSES = ("pass", "fail", "not implemented", "error", "timeout", "flagged")
+MAX_OUTPUT_BYTES = 50_000_000
 COLUMNS = ("submission", "lesson", "exercise", "status", "points", "max_points", "reason", "notebook")
 
 
@@ -92,6 +95,103 @@ def solution_points(solutions: Path, lesson: str) -> dict[str, float]:
             if meta.get("solution") and meta.get("grade_id") and "points" in meta:
                 points[meta["grade_id"]] = float(meta["points"])
     return points
+
+
+# -- what came back from the sandbox (all of it written by student code: read as data, capped) ---------------------------------------------------------------
+
+def read_events(path: Path) -> list[dict]:
+    """The runner's events; lines a student forged or garbled are skipped, the file is read capped."""
+    events = []
+    if path.is_file() and not path.is_symlink():
+        for line in path.read_bytes()[:MAX_OUTPUT_BYTES].splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+    return events
+
+
+def started(events: list[dict], name: str) -> bool:
+    return any(e.get("start") == name for e in events)
+
+
+def read_outcome(out: Path, name: str, events: list[dict], code: int | None) -> Outcome:
+    crashed = _cell_problem(events, name)
+    outcome = _saved_outcome(out, name, events, code)
+    if crashed and not outcome.attempts:  # its own cell raised: as in Jupyter, that stops it
+        return Outcome(problem=("error", crashed))
+    return outcome
+
+
+def _saved_outcome(out: Path, name: str, events: list[dict], code: int | None) -> Outcome:
+    saved = out / f"{name}.pt"
+    if saved.is_file() and not saved.is_symlink() and saved.stat().st_size <= MAX_OUTPUT_BYTES:
+        try:
+            data = torch.load(saved, weights_only=True)  # never unpickle what a student could forge
+        except Exception as error:  # noqa: BLE001
+            return Outcome(problem=("error", f"its outputs could not be read back ({type(error).__name__})"))
+        data = data if isinstance(data, dict) else {}
+        results = [_decode(r) for r in data.get("results", []) if isinstance(r, dict)]
+        attempts = [str(a) for a in data.get("attempts", [])][:5]
+        if "unsaved" in data:
+            return Outcome(attempts=attempts, problem=("error", f"its outputs cannot be saved: {data['unsaved']}"))
+        return Outcome(results, attempts)
+    return Outcome(problem=_why_no_outputs(name, events, code))
+
+
+def _why_no_outputs(name: str, events: list[dict], code: int | None) -> tuple[str, str]:
+    started = any(e.get("start") == name for e in events)
+    if started and code is None:
+        return "timeout", "the whole run reached its time limit while this exercise ran"
+    if started:
+        return "error", f"the run {_death(code)} while this exercise ran"
+    if _cell_problem(events, f"check_{name}"):
+        return "error", f"its check did not run: {_cell_problem(events, f'check_{name}')} (renamed or deleted?)"
+    if not any("notebook" in e for e in events):
+        ended = "reached its time limit" if code is None else _death(code)
+        return ("timeout" if code is None else "error"), f"the run {ended} before this exercise's check"
+    return "error", f"no check of `{name}` ran (its check cell is missing?)"
+
+
+def _cell_problem(events: list[dict], grade_id: str) -> str | None:
+    """What went wrong in the cell with this nbgrader grade_id, if it raised."""
+    for event in events:
+        if event.get("grade_id") == grade_id and "cell_error" in event:
+            return str(event.get("problem", ""))
+    return None
+
+
+def notebook_verdict(events: list[dict], code: int | None, timeout: float) -> str:
+    for event in events:
+        if "notebook" in event:
+            return str(event["notebook"])
+    cells = [e["cell"] for e in events if isinstance(e.get("cell"), int)]
+    where = f" in cell #{cells[-1]}" if cells else " before its first cell"
+    if code is None:
+        return f"timeout: stopped after {timeout:g} s{where}"
+    return f"the run {_death(code)}{where}"
+
+
+def _death(code: int | None) -> str:
+    if code is not None and (code < 0 or code > 128):  # a signal: negative from Popen, 128 + N from bwrap
+        number = -code if code < 0 else code - 128
+        try:
+            return f"was killed by {signal.Signals(number).name}"
+        except ValueError:
+            pass
+    return f"exited with code {code}"
+
+
+def _decode(value):
+    if isinstance(value, dict):
+        if set(value) == {"__ndarray__"} and isinstance(value["__ndarray__"], torch.Tensor):
+            return value["__ndarray__"].numpy()
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_decode(v) for v in value)
+    return value
 
 
 # -- files and the printed table -----------------------------------------------------------------
