@@ -295,7 +295,14 @@ try:
     course_lib.patches.patchify(None, 2)
 except RuntimeError as error:
     seen["stub_raises"] = str(error)
-json.dump(seen, open("/out/probe.json", "w"))
+seen["writable"] = []
+for folder in ["/", "/grading", "/submission", "/course", "/usr", "/etc", %(python)r, "/dev/shm", "/tmp"]:
+    try:
+        open(os.path.join(folder, "planted"), "w").close()
+        seen["writable"].append(folder)
+    except OSError:
+        pass
+print(json.dumps(seen))
 '''
 
 
@@ -303,16 +310,19 @@ json.dump(seen, open("/out/probe.json", "w"))
 def test_the_sandbox_sees_only_its_own_world(tmp_path):
     course = sandbox.stubbed_copy(exercises(V01.LESSON), tmp_path / "course")
     box = sandbox.Box(tmp_path / "box", course)
-    (box.path("grading") / "runner.py").write_text(_PROBE % {"solutions": str(SOLUTIONS), "root": str(ROOT)})
+    (box.path("grading") / "runner.py").write_text(_PROBE % {"solutions": str(SOLUTIONS), "root": str(ROOT),
+                                                             "python": sys.prefix})
     uid = sandbox.UID_BASE if os.geteuid() == 0 else None
-    code, _ = sandbox.run(sandbox.command(box, uid, 64), box, timeout=120)
-    assert code == 0, box.path("log.txt").read_text()[-2000:]
-    seen = json.loads((box.out / "probe.json").read_text())
+    finished = sandbox.run(sandbox.command(box, uid, 64), box, timeout=120)
+    assert finished.code == 0, box.path("log.txt").read_text()[-2000:]
+    seen = json.loads(finished.stream)
     assert seen["course_lib"] == "/course/course_lib/__init__.py"  # the copy, not the checkout
     assert seen["stub"] and seen["kept"] and not seen["grading_copied"]
     assert "absent while grading" in seen["stub_raises"]
     assert not seen["solutions"] and not seen["checkout"] and not seen["network"]
     assert seen["shm"] == [] and seen["pid"] < 10  # its own /dev and its own pid namespace
+    assert seen["writable"] == ["/dev/shm", "/tmp"]  # both vanish with it
+    assert not any(p.name == "planted" for p in box.folder.rglob("*"))
     assert set(seen["root"]) <= {"usr", "bin", "sbin", "lib", "lib32", "lib64", "etc", "proc", "dev", "tmp",
                                  "course", "grading", "submission", "out", *Path(sys.prefix).parts[1:2],
                                  *Path(sys.base_prefix).parts[1:2]}

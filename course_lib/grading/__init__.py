@@ -184,12 +184,12 @@ class Grader:
         self._prepare(box, nb, lesson)
         slot = self.slots.get()
         try:
-            outcomes, (events, code), seconds = self._runs(box, slot, [e.name for e in exercises(lesson)])
+            outcomes, (events, finished), seconds = self._runs(box, slot, [e.name for e in exercises(lesson)])
         finally:
             self.slots.put(slot)
         print(f"graded {submission.label} in {seconds:.0f} s", file=sys.stderr)
         points, info = self.points(lesson), self.lesson(lesson)
-        rows, notebook = [], self._clean(report.notebook_verdict(events, code, self.settings.timeout))
+        rows, notebook = [], self._clean(report.notebook_verdict(events, finished, self.settings.timeout))
         for exercise in exercises(lesson):
             cases, expected = info["cases"][exercise.name]
             status, reason = report.judge(outcomes[exercise.name], cases, expected, exercise.differ,
@@ -202,20 +202,19 @@ class Grader:
     def _runs(self, box: sandbox.Box, slot: int, names: list[str]) -> tuple[dict[str, Outcome], tuple, float]:
         """Run; when the run dies while an exercise is graded, run again for the exercises it never reached.
 
-        Returns each exercise's outcome, the first run's (events, exit code), and the seconds spent.
+        Returns each exercise's outcome, the first run's (events, how it ended), and the seconds spent.
         """
         decided, first, seconds, dead = {}, None, 0.0, []
         for attempt in range(len(names)):
-            box.run = attempt
-            code, spent = self._run(box, slot, sorted(decided), dead)
-            events, seconds = report.read_events(box.out / "events.jsonl"), seconds + spent
-            first = first or (events, code)
+            finished = self._run(box, slot, sorted(decided), dead)
+            (events, outputs), seconds = report.read_channel(finished.stream), seconds + finished.seconds
+            first = first or (events, finished)
             reached = [n for n in names if n not in decided and report.started(events, n)]
-            died_in = [n for n in reached if not (box.out / f"{n}.pt").exists()]  # started, never saved
+            died_in = [n for n in reached if n not in outputs]  # started, never sent back
             ended = any("notebook" in e for e in events) or not died_in or attempt == len(names) - 1
             for name in names:
                 if name not in decided and (ended or name in reached):
-                    decided[name] = report.read_outcome(box.out, name, events, code)
+                    decided[name] = report.read_outcome(outputs.get(name), name, events, finished)
             if len(decided) == len(names):
                 break
             dead += died_in
@@ -239,14 +238,10 @@ class Grader:
                "grading": "/grading" if inside else str(grading)}
         (grading / "job.json").write_text(json.dumps(job))
 
-    def _run(self, box: sandbox.Box, slot: int, skip: list[str], dead: list[str]) -> tuple[int | None, float]:
+    def _run(self, box: sandbox.Box, slot: int, skip: list[str], dead: list[str]) -> sandbox.Finished:
         uid = sandbox.UID_BASE + slot if self.settings.sandbox and os.geteuid() == 0 else None
         job_file = box.path("grading") / "job.json"
-        out = f"/{box.out.name}" if self.settings.sandbox else str(box.out)
-        job_file.write_text(json.dumps({**json.loads(job_file.read_text()), "uid": uid, "skip": skip, "dead": dead,
-                                                                   "out": out}))
-        if uid is not None:
-            os.chown(box.out, uid, uid)
+        job_file.write_text(json.dumps({**json.loads(job_file.read_text()), "uid": uid, "skip": skip, "dead": dead}))
         if not self.settings.sandbox:
             args, env = sandbox.unsandboxed_command(box)
             return sandbox.run(args, box, self.settings.timeout, env)

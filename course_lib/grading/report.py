@@ -23,7 +23,6 @@ import torch
 from course_lib.nbtools import write_atomic
 
 STATUSES = ("pass", "fail", "not implemented", "error", "timeout", "flagged")
-MAX_OUTPUT_BYTES = 50_000_000
 COLUMNS = ("submission", "lesson", "exercise", "status", "points", "max_points", "reason", "notebook")
 
 
@@ -97,61 +96,72 @@ def solution_points(solutions: Path, lesson: str) -> dict[str, float]:
     return points
 
 
-# -- what came back from the sandbox (all of it written by student code: read as data, capped) ---------------------------------------------------------------
+# -- what came back from the sandbox (student code could write any of it: read as data) ----------
 
-def read_events(path: Path) -> list[dict]:
-    """The runner's events; lines a student forged or garbled are skipped, the file is read capped."""
-    events = []
-    if path.is_file() and not path.is_symlink():
-        for line in path.read_bytes()[:MAX_OUTPUT_BYTES].splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict):
-                events.append(event)
-    return events
+def read_channel(stream: bytes) -> tuple[list[dict], dict[str, bytes]]:
+    """The runner's events, and each exercise's saved outputs (the bytes after its ``end`` line).
+
+    Lines that are not JSON objects are skipped; a forged or garbled stream only loses its own results.
+    """
+    events, outputs, at = [], {}, 0
+    while at < len(stream):
+        stop = stream.find(b"\n", at)
+        stop = len(stream) if stop < 0 else stop
+        try:
+            event = json.loads(stream[at:stop])
+        except ValueError:
+            event = None
+        at = stop + 1
+        if not isinstance(event, dict):
+            continue
+        size = event.get("bytes", 0)
+        if isinstance(size, int) and 0 < size <= len(stream) - at:
+            if isinstance(event.get("end"), str):
+                outputs[event["end"]] = stream[at:at + size]
+            at += size
+        events.append(event)
+    return events, outputs
 
 
 def started(events: list[dict], name: str) -> bool:
     return any(e.get("start") == name for e in events)
 
 
-def read_outcome(out: Path, name: str, events: list[dict], code: int | None) -> Outcome:
+def read_outcome(saved: bytes | None, name: str, events: list[dict], finished) -> Outcome:
+    """The outcome of exercise ``name`` from its saved outputs, else from how the run went."""
     crashed = _cell_problem(events, name)
-    outcome = _saved_outcome(out, name, events, code)
+    outcome = _saved_outcome(saved) if saved is not None else Outcome(problem=_why_no_outputs(name, events, finished))
     if crashed and not outcome.attempts:  # its own cell raised: as in Jupyter, that stops it
         return Outcome(problem=("error", crashed))
     return outcome
 
 
-def _saved_outcome(out: Path, name: str, events: list[dict], code: int | None) -> Outcome:
-    saved = out / f"{name}.pt"
-    if saved.is_file() and not saved.is_symlink() and saved.stat().st_size <= MAX_OUTPUT_BYTES:
-        try:
-            data = torch.load(saved, weights_only=True)  # never unpickle what a student could forge
-        except Exception as error:  # noqa: BLE001
-            return Outcome(problem=("error", f"its outputs could not be read back ({type(error).__name__})"))
-        data = data if isinstance(data, dict) else {}
-        results = [_decode(r) for r in data.get("results", []) if isinstance(r, dict)]
-        attempts = [str(a) for a in data.get("attempts", [])][:5]
-        if "unsaved" in data:
-            return Outcome(attempts=attempts, problem=("error", f"its outputs cannot be saved: {data['unsaved']}"))
-        return Outcome(results, attempts)
-    return Outcome(problem=_why_no_outputs(name, events, code))
+def _saved_outcome(saved: bytes) -> Outcome:
+    try:
+        data = torch.load(io.BytesIO(saved), weights_only=True)  # never unpickle what a student could forge
+    except Exception as error:  # noqa: BLE001
+        return Outcome(problem=("error", f"its outputs could not be read back ({type(error).__name__})"))
+    data = data if isinstance(data, dict) else {}
+    results = [_decode(r) for r in data.get("results", []) if isinstance(r, dict)]
+    attempts = [str(a) for a in data.get("attempts", [])][:5]
+    if "unsaved" in data:
+        return Outcome(attempts=attempts, problem=("error", f"its outputs cannot be saved: {data['unsaved']}"))
+    return Outcome(results, attempts)
 
 
-def _why_no_outputs(name: str, events: list[dict], code: int | None) -> tuple[str, str]:
-    started = any(e.get("start") == name for e in events)
-    if started and code is None:
-        return "timeout", "the whole run reached its time limit while this exercise ran"
-    if started:
-        return "error", f"the run {_death(code)} while this exercise ran"
+def _why_no_outputs(name: str, events: list[dict], finished) -> tuple[str, str]:
+    if finished.overflow:
+        return "error", "the run sent back more than the grader reads: it was stopped"
+    if started(events, name):
+        if finished.code is None:
+            return "timeout", "the whole run reached its time limit while this exercise ran"
+        return "error", f"the run {_death(finished.code)} while this exercise ran"
     if _cell_problem(events, f"check_{name}"):
         return "error", f"its check did not run: {_cell_problem(events, f'check_{name}')} (renamed or deleted?)"
     if not any("notebook" in e for e in events):
-        ended = "reached its time limit" if code is None else _death(code)
-        return ("timeout" if code is None else "error"), f"the run {ended} before this exercise's check"
+        if finished.code is None:
+            return "timeout", "the run reached its time limit before this exercise's check"
+        return "error", f"the run {_death(finished.code)} before this exercise's check"
     return "error", f"no check of `{name}` ran (its check cell is missing?)"
 
 
@@ -163,15 +173,18 @@ def _cell_problem(events: list[dict], grade_id: str) -> str | None:
     return None
 
 
-def notebook_verdict(events: list[dict], code: int | None, timeout: float) -> str:
+def notebook_verdict(events: list[dict], finished, timeout: float) -> str:
+    """How the notebook ran: the runner's own verdict, else where and how the run ended."""
     for event in events:
         if "notebook" in event:
             return str(event["notebook"])
     cells = [e["cell"] for e in events if isinstance(e.get("cell"), int)]
     where = f" in cell #{cells[-1]}" if cells else " before its first cell"
-    if code is None:
+    if finished.overflow:
+        return f"stopped{where}: it sent back more than the grader reads"
+    if finished.code is None:
         return f"timeout: stopped after {timeout:g} s{where}"
-    return f"the run {_death(code)}{where}"
+    return f"the run {_death(finished.code)}{where}"
 
 
 def _death(code: int | None) -> str:

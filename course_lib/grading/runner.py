@@ -8,14 +8,15 @@ nothing it writes: the grader reads its files back as plain data.
 2. load the fresh cases the grader drew (``torch.load(weights_only=True)``);
 3. replace ``course_lib.exercises.check``: the grading check keeps the function it receives, calls
    it at once on the fresh cases (with a time limit) and writes its outputs, as plain tensors and
-   numbers, to ``/out/<exercise>.pt``; then it hands the student's own function back;
+   numbers, to the grader; then it hands the student's own function back;
 4. run every code cell with IPython (magics work), each with a time limit; a cell that raises is
    reported and the next cell runs, so a later crash never loses an earlier exercise;
 5. the references of the graded exercises are stubs in this copy (see ``sandbox.stubbed_copy``):
    called while an exercise is graded they are recorded and raise; called by the notebook's other
    cells they stand in for the student's own checked function.
 
-Events (one JSON object a line) go to ``/out/events.jsonl``.
+Events (one JSON object a line, outputs as bytes after theirs) go to stdout, a pipe the grader
+reads with a size cap: the sandbox writes no file outside itself.
 """
 from __future__ import annotations
 
@@ -40,20 +41,22 @@ class ReferenceAbsent(RuntimeError):
 
 class State:
     job: dict = {}
-    out: Path = Path("/out")
     cases: dict[str, list] = {}
     kept: dict[str, Callable] = {}  # exercise -> the function its check received
     calls: dict[str, int] = {}
     current: str | None = None  # the exercise being called on fresh cases
     attempts: set[str] = set()  # references called while `current` ran
-    events: int = -1
+    channel: int = -1
 
 
-def emit(**message: Any) -> None:
+def emit(payload: bytes = b"", **message: Any) -> None:
+    """One JSON line on the channel to the grader, then ``payload`` (its length is in the line)."""
+    data = (json.dumps({**message, "bytes": len(payload)}) + "\n").encode() + payload
     try:
-        os.write(State.events, (json.dumps(message) + "\n").encode())
+        while data:
+            data = data[os.write(State.channel, data):]
     except OSError:
-        pass  # a student who closed our file only loses their own report
+        pass  # a student who closed our channel only loses their own report
 
 
 # -- 1. privileges and limits --------------------------------------------------------------------
@@ -170,10 +173,7 @@ def save(name: str, outcome: dict) -> None:
     except Exception as error:  # noqa: BLE001
         buffer = io.BytesIO()
         torch.save({"unsaved": describe(error), "attempts": outcome["attempts"]}, buffer)
-    partial = State.out / f".{name}.part"
-    partial.write_bytes(buffer.getvalue())
-    partial.replace(State.out / f"{name}.pt")
-    emit(end=name)
+    emit(buffer.getvalue(), end=name)
 
 
 def absent_reference(name: str, args: tuple, kwargs: dict) -> Any:
@@ -246,9 +246,8 @@ def _grade_id(cell: dict) -> str:
 
 def main(job_path: str) -> None:
     State.job = job = json.loads(Path(job_path).read_text())
-    State.out = Path(job["out"])
+    State.channel = os.dup(1)  # the grader reads our stdout; the notebook's prints go elsewhere
     confine(job)
-    State.events = os.open(State.out / "events.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     mpl = Path(os.environ["MPLCONFIGDIR"])
     mpl.mkdir(parents=True, exist_ok=True)
     for cache in Path(job["grading"]).glob("fontlist-*.json"):

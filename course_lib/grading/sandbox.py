@@ -8,7 +8,8 @@ submission sees only:
 - ``/course/course_lib``: a copy of course_lib in which the references of the graded exercises
   are stubs (:func:`stubbed_copy`), and ``/course/data`` read-only (shipped checkpoints);
 - ``/submission``: its own copy of the notebook, read-only; ``/grading``: the runner and the cases;
-- ``/out``: where the runner writes its results, and ``/tmp``: an empty, size-capped tmpfs.
+- ``/tmp``: an empty, size-capped tmpfs, the only place it can write. Its results come back on its
+  stdout, a pipe that the grader reads with a size cap: it writes no file outside itself.
 
 No network, no other submission, no ``solutions/``, tests or ``.git``. Its processes die with it
 (``--die-with-parent``, and the pid namespace ends with its first process); the runner drops root
@@ -23,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,7 +111,6 @@ class Box:
 
     folder: Path
     course: Path  # the folder that holds the stubbed course_lib
-    run: int = 0  # a submission runs again when it dies while an exercise is graded
 
     def __post_init__(self) -> None:
         for sub in ("grading", "submission", "tmp"):
@@ -118,20 +119,22 @@ class Box:
     def path(self, name: str) -> Path:
         return self.folder / name
 
-    @property
-    def out(self) -> Path:
-        """Where this run's results go (``/out`` inside): one folder per run."""
-        out = self.folder / ("out" if self.run == 0 else f"out{self.run}")
-        out.mkdir(exist_ok=True)
-        return out
+
+@dataclass
+class Finished:
+    """How a run ended: exit code (None: killed at the deadline), seconds, and what it sent back."""
+
+    code: int | None
+    seconds: float
+    stream: bytes
+    overflow: bool = False  # it sent more than the cap: stopped there
 
 
 def command(box: Box, uid: int | None, tmp_mb: int) -> list[str]:
     """The bwrap command line that runs the runner in ``box``."""
     binds = [("--ro-bind", str(box.course / "course_lib"), "/course/course_lib"),
              ("--ro-bind", str(box.path("grading")), "/grading"),
-             ("--ro-bind", str(box.path("submission")), "/submission"),
-             ("--bind", str(box.out), f"/{box.out.name}")]
+             ("--ro-bind", str(box.path("submission")), "/submission")]
     data = Path(course_lib.__file__).resolve().parent.parent / "data"
     if data.is_dir():
         binds.append(("--ro-bind", str(data), "/course/data"))
@@ -152,7 +155,7 @@ def command(box: Box, uid: int | None, tmp_mb: int) -> list[str]:
     for kind, source, target in binds:
         args += _dirs_to(target) + [kind, source, target]
     args += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmp_mb << 20), "--perms", "1777", "--tmpfs", "/tmp",
-             "--chdir", "/tmp"]
+             "--remount-ro", "/", "--chdir", "/tmp"]
     for key, value in environment("/tmp", "/course").items():
         args += ["--setenv", key, value]
     return args + [sys.executable, "-s", "-B", "/grading/runner.py", "/grading/job.json"]
@@ -192,12 +195,14 @@ def unsandboxed_command(box: Box) -> tuple[list[str], dict[str, str]]:
     return [sys.executable, "-s", "-B", str(box.path("grading") / "runner.py"), str(box.path("grading") / "job.json")], env
 
 
-def run(args: list[str], box: Box, timeout: float, env: dict | None = None) -> tuple[int | None, float]:
-    """Run to the end or to ``timeout``; (exit code, or None when killed at the deadline; seconds)."""
-    started = time.monotonic()
+def run(args: list[str], box: Box, timeout: float, env: dict | None = None, cap: int = 100_000_000) -> Finished:
+    """Run to the end or to ``timeout``, reading at most ``cap`` bytes of what it sends back."""
+    started, chunks = time.monotonic(), []
     with open(box.path("log.txt"), "wb") as log:
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env or {},
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=env or {},
                                 cwd=box.path("tmp"), start_new_session=True)
+        reader = threading.Thread(target=_read, args=(proc, chunks, cap), daemon=True)
+        reader.start()
         try:
             code = proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -205,7 +210,20 @@ def run(args: list[str], box: Box, timeout: float, env: dict | None = None) -> t
         finally:
             _kill_group(proc.pid)
             proc.wait()
-    return code, time.monotonic() - started
+        reader.join(5.0)  # in the sandbox nothing outlives the run; without it an orphan may hold the pipe
+    stream = b"".join(chunks)
+    return Finished(code, time.monotonic() - started, stream[:cap], overflow=len(stream) > cap)
+
+
+def _read(proc: subprocess.Popen, chunks: list, cap: int) -> None:
+    size = 0
+    while size <= cap:
+        chunk = proc.stdout.read1(1 << 16)
+        if not chunk:
+            return
+        chunks.append(chunk)
+        size += len(chunk)
+    _kill_group(proc.pid)  # over the cap: stop it
 
 
 def _kill_group(pid: int) -> None:
