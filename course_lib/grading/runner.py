@@ -52,11 +52,14 @@ class State:
 def emit(payload: bytes = b"", **message: Any) -> None:
     """One JSON line on the channel to the grader, then ``payload`` (its length is in the line)."""
     data = (json.dumps({**message, "bytes": len(payload)}) + "\n").encode() + payload
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})  # no alarm inside a message
     try:
         while data:
             data = data[os.write(State.channel, data):]
     except OSError:
         pass  # a student who closed our channel only loses their own report
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 # -- 1. privileges and limits --------------------------------------------------------------------
