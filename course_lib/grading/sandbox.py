@@ -18,6 +18,7 @@ to a user of its own and caps processes, memory and file size; the grader kills 
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 import os
 import shutil
@@ -154,11 +155,17 @@ def command(box: Box, uid: int | None, tmp_mb: int) -> list[str]:
         args += _dirs_to(path) + ["--ro-bind", path, path]
     for kind, source, target in binds:
         args += _dirs_to(target) + [kind, source, target]
-    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmp_mb << 20), "--perms", "1777", "--tmpfs", "/tmp",
+    size = ["--size", str(tmp_mb << 20)] if _has_option("--size") else []  # bubblewrap 0.7 and later
+    args += ["--proc", "/proc", "--dev", "/dev", *size, "--perms", "1777", "--tmpfs", "/tmp",
              "--remount-ro", "/", "--chdir", "/tmp"]
     for key, value in environment("/tmp", "/course").items():
         args += ["--setenv", key, value]
     return args + [sys.executable, "-s", "-B", "/grading/runner.py", "/grading/job.json"]
+
+
+@functools.lru_cache(maxsize=None)
+def _has_option(option: str) -> bool:
+    return option in subprocess.run([bwrap(), "--help"], capture_output=True, text=True).stdout
 
 
 def _python_dirs() -> list[str]:
