@@ -147,8 +147,10 @@ class Grader:
         for slot in range(settings.jobs):
             self.slots.put(slot)
         self.internal_errors = 0
+        self.fallback = settings.lesson  # the lesson of rows whose own lesson cannot be told
 
     def grade_all(self, found: list[Submission]) -> list[Row]:
+        """Every submission's rows, in order; all files are read before any student code runs."""
         readable = {}
         for index, submission in enumerate(found):
             if not submission.refused:
@@ -278,7 +280,7 @@ class Grader:
 
     def failed(self, submission: Submission, lesson: str | None, reason: str) -> list[Row]:
         """The rows of a submission that did not run: every exercise at 0 of its points, when the lesson is known."""
-        lesson = self.settings.lesson or lesson or getattr(self, "fallback", None)
+        lesson = self.settings.lesson or lesson or self.fallback
         if lesson is None:
             return [Row(submission.label, "", "", "error", 0.0, 0.0, self._clean(reason), NOT_RUN)]
         points = self.points(lesson)
