@@ -277,12 +277,13 @@ def test_every_lesson_solution_passes_and_its_student_notebook_is_not_implemente
 
 # -- the sandbox ---------------------------------------------------------------------------------------
 
-_PROBE = '''import json, os, socket, sys
+_PROBE = '''import importlib, json, os, socket, sys
 sys.path.insert(0, "/course")
-import course_lib, course_lib.patches, course_lib.kmeans
+import course_lib
+patches = importlib.import_module(%(patches)r)  # where the registry says patchify lives
 seen = {"course_lib": course_lib.__file__, "root": sorted(os.listdir("/")), "pid": os.getpid(),
-        "stub": "absent_reference" in open(course_lib.patches.__file__).read(),
-        "kept": "def attention_cost" in open(course_lib.patches.__file__).read(),
+        "stub": "absent_reference" in open(patches.__file__).read(),
+        "kept": "def attention_cost" in open(patches.__file__).read(),
         "grading_copied": os.path.exists("/course/course_lib/grading"), "shm": os.listdir("/dev/shm"),
         "solutions": os.path.exists("/course/solutions") or os.path.exists(%(solutions)r),
         "checkout": os.path.exists(%(root)r)}
@@ -292,7 +293,7 @@ try:
 except OSError:
     seen["network"] = False
 try:
-    course_lib.patches.patchify(None, 2)
+    patches.patchify(None, 2)
 except RuntimeError as error:
     seen["stub_raises"] = str(error)
 seen["writable"] = []
@@ -310,8 +311,9 @@ print(json.dumps(seen))
 def test_the_sandbox_sees_only_its_own_world(tmp_path):
     course = sandbox.stubbed_copy(exercises(V01.LESSON), tmp_path / "course")
     box = sandbox.Box(tmp_path / "box", course)
-    (box.path("grading") / "runner.py").write_text(_PROBE % {"solutions": str(SOLUTIONS), "root": str(ROOT),
-                                                             "python": sys.prefix})
+    (box.path("grading") / "runner.py").write_text(_PROBE % {
+        "solutions": str(SOLUTIONS), "root": str(ROOT), "python": sys.prefix,
+        "patches": get_exercise("patchify").reference.__module__})
     uid = sandbox.UID_BASE if os.geteuid() == 0 else None
     finished = sandbox.run(sandbox.command(box, uid, 64), box, timeout=120)
     assert finished.code == 0, box.path("log.txt").read_text()[-2000:]
@@ -332,11 +334,13 @@ def test_stubs_follow_the_registry_wherever_the_reference_lives(tmp_path):
     """A reference in a sub-package is found by __module__ / __qualname__; the rest of its file stays."""
     from course_lib.datasets import imageset
 
+    def copied(module: str) -> str:
+        return (course / Path(*module.split("."))).with_suffix(".py").read_text()
+
     moved = Exercise("moved", "99_test", imageset.check_images, lambda g: [], hint="")
     course = sandbox.stubbed_copy([moved, get_exercise("patchify")], tmp_path / "course")
-    copied = (course / "course_lib" / "datasets" / "imageset.py").read_text()
-    assert "absent_reference('moved'" in copied and "class ImageSet" in copied
-    patches = (course / "course_lib" / "patches.py").read_text()
+    assert "absent_reference('moved'" in copied(imageset.__name__) and "class ImageSet" in copied(imageset.__name__)
+    patches = copied(get_exercise("patchify").reference.__module__)
     assert "absent_reference('patchify'" in patches and "def unpatchify" in patches
     assert "rearrange(images" not in patches.split("def patchify")[1].split("\ndef ")[0]
     assert not (course / "course_lib" / "grading").exists()
