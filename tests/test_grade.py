@@ -357,6 +357,22 @@ def test_without_bwrap_the_grader_refuses_in_one_line(tmp_path):
     assert result.stderr.count("\n") == 1 and "apt-get install bubblewrap" in result.stderr
 
 
+def test_a_sandbox_that_cannot_start_is_the_graders_error_not_the_students(tmp_path):
+    fake = tmp_path / "bin" / "bwrap"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    (tmp_path / "tiny.ipynb").write_text(nbformat.writes(_tiny_solution()))
+    env = {**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}"}
+    command = [sys.executable, "-m", "course_lib.grading", str(tmp_path / "tiny.ipynb"), "--out", str(tmp_path / "g.csv")]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert result.returncode == 1  # the grader failed, not the student
+    rows = list(csv.DictReader((tmp_path / "g.csv").open(encoding="utf-8")))
+    assert len(rows) == 3 and all(r["reason"].startswith("grader error: RuntimeError: the sandbox did not start "
+                                                         "(bwrap: No permissions") for r in rows)
+    assert sum(float(r["max_points"]) for r in rows) == 6
+
+
 def test_no_sandbox_marks_every_row(tmp_path):
     (tmp_path / "tiny.ipynb").write_text(nbformat.writes(_tiny_solution()))
     out = tmp_path / "g.csv"

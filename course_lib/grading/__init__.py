@@ -210,6 +210,8 @@ class Grader:
         for attempt in range(len(names)):
             finished = self._run(box, slot, sorted(decided), dead)
             (events, outputs), seconds = report.read_channel(finished.stream), seconds + finished.seconds
+            if not events:
+                _check_started(box)
             first = first or (events, finished)
             reached = [n for n in names if n not in decided and report.started(events, n)]
             died_in = [n for n in reached if n not in outputs]  # started, never sent back
@@ -289,6 +291,14 @@ class Grader:
 
     def _clean(self, text: str) -> str:
         return report.clean(text, [str(self.workdir), os.path.realpath(self.workdir)])
+
+
+def _check_started(box: sandbox.Box) -> None:
+    """A run that said nothing: when bubblewrap itself failed, that is the grader's problem, not the student's."""
+    log = box.path("log.txt").read_bytes()[:2000].decode(errors="replace") if box.path("log.txt").exists() else ""
+    problems = [line for line in log.splitlines() if line.startswith("bwrap:")]
+    if problems:
+        raise RuntimeError(f"the sandbox did not start ({problems[0]})")
 
 
 def case_seed(seed: int, name: str) -> int:
