@@ -364,7 +364,8 @@ def test_a_sandbox_that_cannot_start_is_the_graders_error_not_the_students(tmp_p
     fake.chmod(0o755)
     (tmp_path / "tiny.ipynb").write_text(nbformat.writes(_tiny_solution()))
     env = {**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}"}
-    command = [sys.executable, "-m", "course_lib.grading", str(tmp_path / "tiny.ipynb"), "--out", str(tmp_path / "g.csv")]
+    command = [sys.executable, "-m", "course_lib.grading", str(tmp_path / "tiny.ipynb"),
+               "--out", str(tmp_path / "g.csv")]
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert result.returncode == 1  # the grader failed, not the student
     rows = list(csv.DictReader((tmp_path / "g.csv").open(encoding="utf-8")))

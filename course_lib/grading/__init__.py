@@ -232,9 +232,11 @@ class Grader:
         shutil.copyfile(self.lesson(lesson)["cases_file"], grading / "cases.pt")
         for cache in sandbox.font_caches():
             shutil.copyfile(cache, grading / cache.name)
-        (box.path("submission") / "notebook.ipynb").write_text(nbformat.writes(nbformat.from_dict(nb)), encoding="utf-8")
+        text = nbformat.writes(nbformat.from_dict(nb))
+        (box.path("submission") / "notebook.ipynb").write_text(text, encoding="utf-8")
         inside = self.settings.sandbox
-        job = {"uid": None, "cell_timeout": self.settings.cell_timeout, "exercise_timeout": self.settings.exercise_timeout,
+        job = {"uid": None, "cell_timeout": self.settings.cell_timeout,
+               "exercise_timeout": self.settings.exercise_timeout,
                "stop_after_checks": not self.settings.notebook_run, "memory_mb": self.settings.memory_mb,
                "max_processes": self.settings.max_processes, "file_mb": self.settings.file_mb,
                "notebook": "/submission/notebook.ipynb" if inside else str(box.path("submission") / "notebook.ipynb"),

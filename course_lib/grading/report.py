@@ -42,7 +42,8 @@ class Row:
 class Outcome:
     """What the sandbox said about one exercise: the outputs per case, or why there are none."""
 
-    results: list = field(default_factory=list)  # {"output": ...} | {"raised": ..., "not_implemented": ...} | {"timeout": True}
+    # per case: {"output": ...}, {"raised": ..., "not_implemented": ...} or {"timeout": True}
+    results: list = field(default_factory=list)
     attempts: list = field(default_factory=list)  # references called while it was graded
     problem: tuple[str, str] | None = None  # (status, reason) when it never got to its cases
 

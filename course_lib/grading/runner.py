@@ -1,8 +1,8 @@
 """What runs inside the sandbox: one submitted notebook, in quick mode, graded as its checks run.
 
 Started by :mod:`course_lib.grading.sandbox` as ``python /grading/runner.py /grading/job.json`` with
-the stubbed course_lib copy first on the path. It imports nothing from the grader, and trusts
-nothing it writes: the grader reads its files back as plain data.
+the stubbed course_lib copy first on the path. It imports nothing from the grader, and the grader
+trusts nothing it sends: student code runs in this same process, so everything is read as data.
 
 1. drop root (when started as root) to the sandbox's own user, then cap processes, memory, file size;
 2. load the fresh cases the grader drew (``torch.load(weights_only=True)``);
@@ -65,7 +65,8 @@ def emit(payload: bytes = b"", **message: Any) -> None:
 # -- 1. privileges and limits --------------------------------------------------------------------
 
 def confine(job: dict) -> None:
-    if job["uid"] is not None and os.getuid() == 0:  # root in the sandbox: become an unprivileged user of our own
+    """Before any student code: become the sandbox's own user (when started as root), then cap resources."""
+    if job["uid"] is not None and os.getuid() == 0:  # its own uid: the process cap counts only its processes
         os.setgroups([])
         os.setresgid(job["uid"], job["uid"], job["uid"])
         os.setresuid(job["uid"], job["uid"], job["uid"])

@@ -199,7 +199,8 @@ def environment(home: str, course: str) -> dict[str, str]:
 def unsandboxed_command(box: Box) -> tuple[list[str], dict[str, str]]:
     """The same run without isolation (``--no-sandbox``): host paths, the grader's own user."""
     env = environment(str(box.path("tmp")), str(box.course))
-    return [sys.executable, "-s", "-B", str(box.path("grading") / "runner.py"), str(box.path("grading") / "job.json")], env
+    grading = box.path("grading")
+    return [sys.executable, "-s", "-B", str(grading / "runner.py"), str(grading / "job.json")], env
 
 
 def run(args: list[str], box: Box, timeout: float, env: dict | None = None, cap: int = 100_000_000) -> Finished:
