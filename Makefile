@@ -14,7 +14,7 @@ CONFIG_ENV = JUPYTER_CONFIG_DIR=$(SANDBOX)/jupyter JUPYTER_DATA_DIR=$(SANDBOX)/j
 	JUPYTER_RUNTIME_DIR=$(SANDBOX)/jupyter-runtime JUPYTER_PLATFORM_DIRS=1 \
 	IPYTHONDIR=$(SANDBOX)/ipython MPLCONFIGDIR=$(SANDBOX)/matplotlib
 
-.PHONY: setup lab test course student checkpoints grade clean
+.PHONY: setup bwrap lab test course student checkpoints grade clean
 
 setup: $(STAMP)
 
@@ -23,11 +23,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
+# the grader's sandbox is bubblewrap (Debian's bubblewrap package): installed here when missing and root
+bwrap:
+	@command -v bwrap >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y bubblewrap; \
+		else \
+			echo "bubblewrap (bwrap) is missing: install it with 'sudo apt-get install bubblewrap' (Debian/Ubuntu), then run make again"; \
+			exit 1; \
+		fi; }
+
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir=$(CURDIR) \
 		--LabApp.default_url=/lab/tree/notebooks/00_welcome.ipynb $(LAB_ARGS)
 
-test: $(STAMP)
+test: $(STAMP) bwrap
 	@rm -rf $(SANDBOX) && mkdir -p $(SANDBOX)
 	$(CONFIG_ENV) COURSE_QUICK=1 $(PY) -m pytest -p no:cacheprovider tests \
 		--nbval-lax --nbval-current-env --nbval-cell-timeout=300 solutions notebooks
@@ -42,9 +52,9 @@ student: $(STAMP)
 checkpoints: $(STAMP)
 	$(PY) -m course_lib.tools.make_checkpoints --jobs 2
 
-grade: $(STAMP)
+grade: $(STAMP) bwrap
 	@mkdir -p $(SANDBOX)
-	$(CONFIG_ENV) $(PY) -m course_lib.grading.grade $(SUBMISSIONS) --out grades.csv
+	$(CONFIG_ENV) $(PY) -m course_lib.grading $(SUBMISSIONS) --out grades.csv
 
 clean:
 	rm -rf build

@@ -1,331 +1,249 @@
-"""Running a student's code where it can only hurt its own grade.
+"""One submission in its own operating-system sandbox, built with bubblewrap.
 
-Two kinds of untrusted process use this module: the Jupyter kernel that runs a whole submission
-(:func:`run_notebook`; the guard comes from an IPython startup file) and the grading child of
-:mod:`course_lib.grading.exercise_runner`. In both:
+bubblewrap (``bwrap``, https://github.com/containers/bubblewrap; Debian's ``bubblewrap`` package)
+puts a process in new mount, pid, ipc, uts and network namespaces without a daemon. Inside, the
+submission sees only:
 
-- an audit hook (PEP 578, https://peps.python.org/pep-0578/; it cannot be removed once added) refuses
-  to read the course's own files (solutions/, notebooks/, tests/, .git/; only course_lib/ and data/
-  stay readable), to write or delete outside the sandbox folder, to start programs, and to signal
-  other processes, and reports every refusal;
-- resource limits cap memory and file size.
+- the Python environment and the system libraries, read-only;
+- ``/course/course_lib``: a copy of course_lib in which the references of the graded exercises
+  are stubs (:func:`stubbed_copy`), and ``/course/data`` read-only (shipped checkpoints);
+- ``/submission``: its own copy of the notebook, read-only; ``/grading``: the runner and the cases;
+- ``/tmp``: an empty, size-capped tmpfs, the only place it can write. Its results come back on its
+  stdout, a pipe that the grader reads with a size cap: it writes no file outside itself.
 
-This stops honest mistakes and naive cheating; it is not a security boundary against ctypes or
-native code (grade untrusted classes inside a container or as a separate user as well).
+No network, no other submission, no ``solutions/``, tests or ``.git``. Its processes die with it
+(``--die-with-parent``, and the pid namespace ends with its first process); the runner drops root
+to a user of its own and caps processes, memory and file size; the grader kills it at a deadline.
 """
 from __future__ import annotations
 
-import asyncio
+import ast
 import functools
-import json
+import importlib.util
 import os
-import resource
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
 
-if TYPE_CHECKING:  # the kernel imports this module at start-up: keep that light
-    import nbformat
+import course_lib
 
-COURSE = Path(__file__).resolve().parent.parent
-SANDBOX_ENV, REPORT_ENV, PRIVATE_ENV = "COURSE_SANDBOX", "COURSE_SANDBOX_REPORT", "COURSE_SANDBOX_PRIVATE"
-STUDENT_FILE_PREFIX = "<submission"
-_READABLE = ("course_lib", "data")  # inside the course checkout, only these folders stay readable
-# programs that libraries start on their own (ctypes.util.find_library runs ldconfig when torch loads)
-SAFE_PROGRAMS = frozenset({"ldconfig", "fc-list", "fc-match", "nvidia-smi", "uname"})
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
-_CHANGES = {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.symlink", "os.link", "os.truncate",
-            "os.chmod", "os.chown", "os.utime", "shutil.rmtree", "os.replace"}
-_SPAWNS = {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "pty.spawn"}
-_LISTS = {"os.listdir", "os.scandir", "glob.glob"}
-_WATCHED = frozenset({"open", "os.kill", "os.killpg"} | _CHANGES | _SPAWNS | _LISTS)
+INSTALL_HINT = ("bubblewrap (bwrap) is missing: install it with `sudo apt-get install bubblewrap` "
+                "(or `make bwrap`), or pass --no-sandbox to grade without isolation")
+UID_BASE = 1_950_000  # the sandbox's own users: one per concurrent slot, so process caps do not mix
+SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64")
+ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd", "group", "nsswitch.conf",
+       "alternatives", "fonts")
+RUNNER = Path(__file__).with_name("runner.py")
 
 
-class Guard:
-    """The audit hook: allow, or report and raise PermissionError."""
-
-    def __init__(self, root: Path, report: Callable[[dict], None], private: Path | None = None):
-        self.root = os.path.realpath(root)
-        self.private = os.path.realpath(private) if private else None  # the grading run's other folders
-        self.report = report
-        checkout = any((COURSE / marker).exists() for marker in ("solutions", "pyproject.toml", ".git"))
-        self.course = str(COURSE) if checkout else None  # an installed course_lib has no answer key beside it
-        self.readable = [os.path.join(str(COURSE), name) for name in _READABLE] + [sys.prefix, sys.base_prefix]
-
-    def __call__(self, event: str, args: tuple) -> None:
-        if event not in _WATCHED:
-            return
-        if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
-            self._check_read(args[0])
-            if (args[2] or 0) & _WRITE_FLAGS:
-                self._check_write(args[0])
-        elif event in _LISTS and isinstance(args[0], (str, bytes, os.PathLike)):
-            self._check_read(_literal_prefix(os.fsdecode(args[0])))
-        elif event in _CHANGES:
-            for path in args:
-                if isinstance(path, (str, bytes, os.PathLike)):
-                    self._check_write(path)
-        elif event in _SPAWNS and _program(event, args) not in SAFE_PROGRAMS:
-            self._deny("spawn", f"starting other programs is not allowed ({_program(event, args) or event})")
-        elif event == "os.killpg" or (event == "os.kill" and args[0] != os.getpid()):
-            self._deny("signal", f"signalling other processes is not allowed ({event})")  # no pid: reruns match
-
-    def _check_read(self, path: Any) -> None:
-        full = _real(path)
-        if not os.path.lexists(full):
-            return  # nothing to leak (libraries probe many paths that do not exist)
-        if self.course and _inside(full, self.course) and not self._course_readable(full):
-            shown = os.path.relpath(full, self.course)
-            self._deny("read", f"reading the course's own files is not allowed ({shown})")
-        if self.private and _inside(full, self.private) and not _inside(full, self.root):
-            self._deny("private", "reading other submissions' grading files is not allowed")
-
-    def _course_readable(self, full: str) -> bool:
-        if _inside(full, self.root) or any(_inside(full, ok) for ok in self.readable):
-            return True
-        relative = os.path.relpath(full, self.course)
-        top = relative.split(os.sep)[0]
-        # the checkout itself, its top-level files and package metadata say nothing about the answers
-        return relative == "." or top.endswith(".egg-info") or (top == relative and os.path.isfile(full))
-
-    def _check_write(self, path: Any) -> None:
-        full = _real(path)
-        if not _inside(full, self.root) and not full.startswith("/dev/"):
-            self._deny("write", f"writing outside the submission folder is not allowed ({os.fsdecode(path)})")
-
-    def _deny(self, kind: str, message: str) -> None:
-        self.report({"violation": kind, "message": message})
-        raise PermissionError(f"course grader sandbox: {message}")
+def bwrap() -> str | None:
+    """The bwrap program, or None when it is not installed."""
+    return shutil.which("bwrap")
 
 
-def _program(event: str, args: tuple) -> str:
-    """The program a spawn event starts ('' when it cannot be told, as for a shell command line)."""
-    if event == "subprocess.Popen":
-        executable, argv = args[0], args[1]
-        first = executable or (argv[0] if isinstance(argv, (list, tuple)) and argv else "")
-    elif event in ("os.exec", "os.posix_spawn"):
-        first = args[0]
-    elif event == "os.spawn":
-        first = args[1]
-    else:
-        return ""
-    return os.path.basename(os.fsdecode(first)) if isinstance(first, (str, bytes, os.PathLike)) else ""
+# -- the course_lib copy without the graded references ---------------------------------------------
 
+def stubbed_copy(exercises: list, target: Path) -> Path:
+    """Copy course_lib to ``target/course_lib`` with each exercise's reference replaced by a stub.
 
-def _literal_prefix(pattern: str) -> str:
-    """The folder a glob pattern looks in: everything before its first wildcard."""
-    cut = min((pattern.find(c) for c in "*?[" if c in pattern), default=-1)
-    return pattern if cut < 0 else os.path.dirname(pattern[:cut]) or "."
-
-
-def _real(path: Any) -> str:
-    return os.path.realpath(os.fsdecode(path))
-
-
-def _inside(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip("/") + "/")
-
-
-def install(root: Path, report: Callable[[dict], None], memory_mb: int, private: Path | None = None,
-            file_mb: int = 64) -> Guard:
-    """Cap memory and file size, then add the audit hook (for the rest of this process's life)."""
-    for limit, value in ((resource.RLIMIT_DATA, memory_mb << 20), (resource.RLIMIT_FSIZE, file_mb << 20),
-                         (resource.RLIMIT_CORE, 0)):
-        hard = resource.getrlimit(limit)[1]
-        value = value if hard == resource.RLIM_INFINITY else min(value, hard)  # never above the system's cap
-        resource.setrlimit(limit, (value, value))
-    guard = Guard(root, report, private)
-    sys.addaudithook(guard)
-    return guard
-
-
-def install_from_env() -> None:
-    """For a kernel's IPython startup file: sandbox root and report file come from the environment."""
-    fd = os.open(os.environ[REPORT_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    memory = int(os.environ.get("COURSE_SANDBOX_MEMORY_MB", "4096"))
-    private = os.environ.get(PRIVATE_ENV)
-    install(Path(os.environ[SANDBOX_ENV]), lambda msg: send_line(fd, msg), memory, Path(private) if private else None)
-
-
-def send_line(fd: int, message: dict, payload: bytes = b"") -> None:
-    try:
-        os.write(fd, json.dumps(message).encode() + b"\n" + payload)
-    except OSError:
-        pass  # a closed channel only loses this process's own reports
-
-
-@dataclass
-class Limits:
-    """Time and memory limits of the untrusted processes of one grading run, and its private folder."""
-
-    private: Path  # the grading run's temporary folder: no student process may read the others' parts
-    exercise_s: float = 30.0
-    notebook_s: float = 300.0
-    cell_s: float = 120.0
-    setup_s: float = 120.0
-    memory_mb: int = 4096
-    max_output_bytes: int = 50_000_000
-
-
-# -- the environment of a sandboxed process -------------------------------------------------------
-
-def sandbox_env(home: Path, memory_mb: int) -> dict[str, str]:
-    """A small environment for an untrusted process: quick mode, every cache and config dir in ``home``."""
-    env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL") if k in os.environ}
-    dirs = {"HOME": "", "TMPDIR": "tmp", "MPLCONFIGDIR": "mpl", "IPYTHONDIR": "ipython", "XDG_CACHE_HOME": "cache",
-            "JUPYTER_CONFIG_DIR": "jupyter/config", "JUPYTER_DATA_DIR": "jupyter/data",
-            "JUPYTER_RUNTIME_DIR": "jupyter/runtime"}
-    for key, sub in dirs.items():
-        (home / sub).mkdir(parents=True, exist_ok=True)
-        env[key] = str(home / sub)
-    for cache in _font_caches():  # a fresh matplotlib would spend seconds rebuilding its font list
-        (home / "mpl" / cache.name).write_bytes(cache.read_bytes())
-    paths = ([str(COURSE)] if _needs_course_on_path() else []) + [
-        p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env.update(JUPYTER_PLATFORM_DIRS="1", COURSE_QUICK="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               PYTHONHASHSEED="0", PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=os.pathsep.join(paths),
-               COURSE_SANDBOX_MEMORY_MB=str(memory_mb), MPLBACKEND="agg")
-    return env
-
-
-@functools.lru_cache(maxsize=None)
-def _needs_course_on_path() -> bool:
-    """True when course_lib is importable only from the current folder (not installed, not editable)."""
-    probe = [sys.executable, "-c", "import course_lib"]
-    return subprocess.run(probe, cwd="/", env={"PATH": os.environ.get("PATH", "")}, capture_output=True).returncode != 0
-
-
-def _font_caches() -> list[Path]:
-    import matplotlib
-    from matplotlib import font_manager  # noqa: F401  (builds the cache once, in the grader's own config)
-
-    return sorted(Path(matplotlib.get_cachedir()).glob("fontlist-*.json"))
-
-
-# -- a whole notebook in a guarded kernel -------------------------------------------------------------
-
-STARTUP = "import course_lib.grading.sandbox as _guard\n_guard.install_from_env()\ndel _guard\n"
-MAX_SIBLINGS_BYTES = 20_000_000
-
-
-async def run_notebook(nb: nbformat.NotebookNode, path: Path, folder: Path, limits: Limits,
-                       output_cap: int = 10_000_000) -> str:
-    """Run every cell in quick mode in a copy of the submission's folder; say how it went, in a few words."""
-    from jupyter_client.kernelspec import KernelSpecManager
-    from jupyter_client.manager import AsyncKernelManager
-
-    root, home = folder / "sandbox", folder / "sandbox" / "home"
-    cwd = _copy_folder(nb, Path(path), root / "submission")
-    env = sandbox_env(home, limits.memory_mb)
-    env.update({SANDBOX_ENV: str(root), REPORT_ENV: str(folder / "kernel_report.jsonl"),
-                PRIVATE_ENV: str(limits.private)})
-    startup = home / "ipython" / "profile_default" / "startup"
-    startup.mkdir(parents=True)
-    (startup / "00-course-sandbox.py").write_text(STARTUP)
-    specs = folder / "kernels" / "course-grader"
-    specs.mkdir(parents=True)
-    (specs / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "course grader", "language": "python"}))
-    km = AsyncKernelManager(kernel_name="course-grader", connection_file=str(folder / "connection.json"),
-                            kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(specs.parent)]))
-    client = _RunClient(nb, km=km, kernel_name="course-grader", timeout=limits.cell_s, startup_timeout=120,
-                        allow_errors=False, shutdown_kernel="immediate", output_cap=output_cap)
-    try:
-        verdict = await client.run(env, cwd, limits.notebook_s)
-    finally:
-        if km.has_kernel:
-            await km.shutdown_kernel(now=True)
-    if client.stopped:  # what a stopped kernel managed to try before the kill is a race: leave it out
-        return verdict
-    return verdict + _refusals(folder / "kernel_report.jsonl")
-
-
-def _refusals(report: Path) -> str:
-    """What the guard refused during the run, in a few words (it is the student's own report file)."""
-    messages = []
-    if report.exists():
-        for line in report.read_bytes()[:100_000].splitlines():
-            try:
-                message = str(json.loads(line).get("message"))
-            except (ValueError, AttributeError):
-                continue
-            if message not in messages:
-                messages.append(message)
-    return f"; sandbox refused: {'; '.join(messages[:3])}" if messages else ""
-
-
-def _copy_folder(nb: nbformat.NotebookNode, path: Path, target: Path) -> Path:
-    """The notebook and its sibling files (not other notebooks, not sub-folders, at most 20 MB)."""
-    import nbformat
-
-    target.mkdir(parents=True)
-    total = 0
-    for sibling in sorted(path.parent.iterdir()):
-        if sibling.is_file() and not sibling.is_symlink() and sibling.suffix != ".ipynb":
-            total += sibling.stat().st_size
-            if total <= MAX_SIBLINGS_BYTES:
-                shutil.copyfile(sibling, target / sibling.name)
-    nbformat.write(nb, str(target / path.name))
+    The reference is found through the registry (``__module__`` / ``__qualname__``), so the copy
+    follows the library wherever its modules live. Returns the folder to put on ``PYTHONPATH``.
+    """
+    source = Path(course_lib.__file__).resolve().parent
+    package = target / "course_lib"
+    shutil.copytree(source, package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "grading"))
+    by_file: dict[Path, list] = {}
+    for exercise in exercises:
+        by_file.setdefault(_copied_file(exercise.reference, source, package), []).append(exercise)
+    for path, stubbed in by_file.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for exercise in stubbed:
+            _replace(tree, exercise.reference.__qualname__, exercise.name)
+        path.write_text(ast.unparse(ast.fix_missing_locations(tree)) + "\n", encoding="utf-8")
     return target
 
 
-def _run_client_class() -> type:
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
-
-    class RunClient(NotebookClient):
-        """nbclient that keeps no outputs, counts their size, and stops at a deadline or the output cap."""
-
-        def __init__(self, nb: nbformat.NotebookNode, output_cap: int, **kwargs: Any):
-            import nbformat
-
-            super().__init__(nbformat.from_dict(nb), **kwargs)
-            self.output_cap, self.output_bytes, self.cell, self.stopped = output_cap, 0, 0, False
-            self.overflow: asyncio.Future | None = None
-
-        async def run(self, env: dict, cwd: Path, timeout: float) -> str:
-            self.overflow = asyncio.get_running_loop().create_future()
-            task = asyncio.ensure_future(self.async_execute(env=env, cwd=str(cwd), stdin=subprocess.DEVNULL,
-                                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            done, _ = await asyncio.wait({task, self.overflow}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            if task not in done:
-                self.stopped = True
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-                if self.overflow in done:
-                    return f"stopped in cell #{self.cell}: output over {self.output_cap // 1_000_000} MB"
-                return f"timeout: stopped after {timeout:g} s in cell #{self.cell}"
-            try:
-                task.result()
-            except CellTimeoutError:
-                self.stopped = True
-                return f"timeout: cell #{self.cell} ran past {self.timeout:g} s"
-            except CellExecutionError as error:
-                return f"error in cell #{self.cell}: {error.ename}: {error.evalue}"
-            except DeadKernelError:
-                return f"kernel died in cell #{self.cell} (it exited or was killed)"
-            except Exception as error:  # noqa: BLE001  (a kernel that never started, a broken cell...)
-                return f"could not run: {type(error).__name__}: {error}"
-            return "ran"
-
-        async def async_execute_cell(self, cell: Any, cell_index: int, *args: Any, **kwargs: Any) -> Any:
-            self.cell = cell_index + 1
-            return await super().async_execute_cell(cell, cell_index, *args, **kwargs)
-
-        def output(self, outs: list, msg: dict, display_id: str | None, cell_index: int) -> None:
-            content = msg.get("content", {})
-            self.output_bytes += len(str(content.get("text", ""))) + sum(
-                len(str(v)) for v in content.get("data", {}).values())
-            if self.output_bytes > self.output_cap and self.overflow and not self.overflow.done():
-                self.overflow.set_result(True)
-            return None  # the grader keeps no outputs: a run is judged by whether it finishes
-
-    return RunClient
+def _copied_file(reference, source: Path, package: Path) -> Path:
+    module = reference.__module__
+    spec = importlib.util.find_spec(module)
+    origin = Path(spec.origin).resolve() if spec and spec.origin else None
+    if origin is None or source not in origin.parents:
+        raise ValueError(f"expected the reference {module}.{reference.__qualname__} to live in {source}, "
+                         f"found it in {origin}")
+    return package / origin.relative_to(source)
 
 
-def _RunClient(nb: nbformat.NotebookNode, **kwargs: Any) -> Any:  # noqa: N802  (nbclient imports lazily)
-    return _run_client_class()(nb, **kwargs)
+_STUB = '''
+def {function}(*args, **kwargs):
+    """Absent while grading: the course_lib reference of exercise `{name}`."""
+    import sys
+    runner = sys.modules.get("_course_grading_runner")
+    if runner is None:
+        raise RuntimeError("the course_lib reference of exercise `{name}` is absent while grading")
+    return runner.absent_reference({name!r}, args, kwargs)
+'''
+
+
+def _replace(tree: ast.Module, qualname: str, name: str) -> None:
+    """Swap the definition at ``qualname`` (``f`` or ``Class.f``) for the stub, in place."""
+    body, parts = tree.body, qualname.split(".")
+    for depth, part in enumerate(parts):
+        found = [i for i, node in enumerate(body) if getattr(node, "name", None) == part
+                 and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+        if not found or "<locals>" in parts:
+            raise ValueError(f"expected a module-level definition of {qualname}, found none named {part!r}")
+        if depth == len(parts) - 1:
+            stub = ast.parse(_STUB.format(function=part, name=name)).body[0]
+            body[found[-1]] = stub
+            return
+        body = body[found[-1]].body
+
+
+# -- the folders and the command of one sandbox --------------------------------------------------
+
+@dataclass
+class Box:
+    """The host folders of one submission's sandbox, inside the grader's private temporary folder."""
+
+    folder: Path
+    course: Path  # the folder that holds the stubbed course_lib
+
+    def __post_init__(self) -> None:
+        for sub in ("grading", "submission", "tmp"):
+            (self.folder / sub).mkdir(parents=True, exist_ok=True)
+
+    def path(self, name: str) -> Path:
+        return self.folder / name
+
+
+@dataclass
+class Finished:
+    """How a run ended: exit code (None: killed at the deadline), seconds, and what it sent back."""
+
+    code: int | None
+    seconds: float
+    stream: bytes
+    overflow: bool = False  # it sent more than the cap: stopped there
+
+
+def command(box: Box, uid: int | None, tmp_mb: int) -> list[str]:
+    """The bwrap command line that runs the runner in ``box``."""
+    binds = [("--ro-bind", str(box.course / "course_lib"), "/course/course_lib"),
+             ("--ro-bind", str(box.path("grading")), "/grading"),
+             ("--ro-bind", str(box.path("submission")), "/submission")]
+    data = Path(course_lib.__file__).resolve().parent.parent / "data"
+    if data.is_dir():
+        binds.append(("--ro-bind", str(data), "/course/data"))
+    args = [bwrap(), "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+            "--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL"]
+    if uid is not None:  # root starts it: keep only what the runner needs to drop to its own user
+        args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    else:
+        args += ["--unshare-user"]
+    for path in SYSTEM:
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    args += [a for name in ETC for a in ("--ro-bind-try", f"/etc/{name}", f"/etc/{name}")]
+    for path in _python_dirs():
+        args += _dirs_to(path) + ["--ro-bind", path, path]
+    for kind, source, target in binds:
+        args += _dirs_to(target) + [kind, source, target]
+    size = ["--size", str(tmp_mb << 20)] if _has_option("--size") else []  # bubblewrap 0.7 and later
+    args += ["--proc", "/proc", "--dev", "/dev", *size, "--perms", "1777", "--tmpfs", "/tmp",
+             "--remount-ro", "/", "--chdir", "/tmp"]
+    for key, value in environment("/tmp", "/course").items():
+        args += ["--setenv", key, value]
+    return args + [sys.executable, "-s", "-B", "/grading/runner.py", "/grading/job.json"]
+
+
+@functools.lru_cache(maxsize=None)
+def _has_option(option: str) -> bool:
+    return option in subprocess.run([bwrap(), "--help"], capture_output=True, text=True).stdout
+
+
+def _python_dirs() -> list[str]:
+    """The environment's folders outside the system ones, outermost first, without repeats."""
+    dirs = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)}
+    dirs |= {os.path.abspath(p) for p in (sys.prefix,)}  # a venv reached through a symlink
+    dirs = {d for d in dirs if not any(d == s or d.startswith(s + "/") for s in SYSTEM)}
+    return sorted(d for d in dirs if not any(d.startswith(o + "/") for o in dirs))
+
+
+def _dirs_to(path: str) -> list[str]:
+    """Create the parents of a mount point world-traversable (bwrap makes them private)."""
+    parts, args = Path(path).parts[1:-1], []
+    for i in range(len(parts)):
+        args += ["--perms", "0755", "--dir", "/" + "/".join(parts[: i + 1])]
+    return args
+
+
+def environment(home: str, course: str) -> dict[str, str]:
+    """The whole environment of the notebook: quick mode, one thread, every config folder in ``home``."""
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": home, "TMPDIR": home,
+           "PYTHONPATH": course, "COURSE_QUICK": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "agg", "JUPYTER_PLATFORM_DIRS": "1"}
+    for key, sub in (("MPLCONFIGDIR", "mpl"), ("IPYTHONDIR", "ipython"), ("XDG_CACHE_HOME", "cache"),
+                     ("JUPYTER_CONFIG_DIR", "jupyter"), ("JUPYTER_DATA_DIR", "jupyter-data"),
+                     ("JUPYTER_RUNTIME_DIR", "jupyter-runtime")):
+        env[key] = f"{home}/{sub}"
+    return env
+
+
+def unsandboxed_command(box: Box) -> tuple[list[str], dict[str, str]]:
+    """The same run without isolation (``--no-sandbox``): host paths, the grader's own user."""
+    env = environment(str(box.path("tmp")), str(box.course))
+    grading = box.path("grading")
+    return [sys.executable, "-s", "-B", str(grading / "runner.py"), str(grading / "job.json")], env
+
+
+def run(args: list[str], box: Box, timeout: float, env: dict | None = None, cap: int = 100_000_000) -> Finished:
+    """Run to the end or to ``timeout``, reading at most ``cap`` bytes of what it sends back."""
+    started, chunks = time.monotonic(), []
+    with open(box.path("log.txt"), "wb") as log:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=env or {},
+                                cwd=box.path("tmp"), start_new_session=True)
+        reader = threading.Thread(target=_read, args=(proc, chunks, cap), daemon=True)
+        reader.start()
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            code = None
+        finally:
+            _kill_group(proc.pid)
+            proc.wait()
+        reader.join(5.0)  # in the sandbox nothing outlives the run; without it an orphan may hold the pipe
+    stream = b"".join(chunks)
+    return Finished(code, time.monotonic() - started, stream[:cap], overflow=len(stream) > cap)
+
+
+def _read(proc: subprocess.Popen, chunks: list, cap: int) -> None:
+    size = 0
+    while size <= cap:
+        chunk = proc.stdout.read1(1 << 16)
+        if not chunk:
+            return
+        chunks.append(chunk)
+        size += len(chunk)
+    _kill_group(proc.pid)  # over the cap: stop it
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # already gone
+
+
+def font_caches() -> list[Path]:
+    """matplotlib's font list from the grader's own cache: a fresh one takes seconds to build."""
+    import matplotlib
+    from matplotlib import font_manager  # noqa: F401  (builds the cache once)
+
+    return sorted(Path(matplotlib.get_cachedir()).glob("fontlist-*.json"))

@@ -1,0 +1,279 @@
+"""What runs inside the sandbox: one submitted notebook, in quick mode, graded as its checks run.
+
+Started by :mod:`course_lib.grading.sandbox` as ``python /grading/runner.py /grading/job.json`` with
+the stubbed course_lib copy first on the path. It imports nothing from the grader, and the grader
+trusts nothing it sends: student code runs in this same process, so everything is read as data.
+
+1. drop root (when started as root) to the sandbox's own user, then cap processes, memory, file size;
+2. load the fresh cases the grader drew (``torch.load(weights_only=True)``);
+3. replace ``check`` (``course_lib.notebook.checks``, where notebooks import it from): the grading check keeps the function it receives, calls
+   it at once on the fresh cases (with a time limit) and writes its outputs, as plain tensors and
+   numbers, to the grader; then it hands the student's own function back;
+4. run every code cell with IPython (magics work), each with a time limit; a cell that raises is
+   reported and the next cell runs, so a later crash never loses an earlier exercise;
+5. the references of the graded exercises are stubs in this copy (see ``sandbox.stubbed_copy``):
+   called while an exercise is graded they are recorded and raise; called by the notebook's other
+   cells they stand in for the student's own checked function.
+
+Events (one JSON object a line, outputs as bytes after theirs) go to stdout, a pipe the grader
+reads with a size cap: the sandbox writes no file outside itself.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+MODULE_NAME = "_course_grading_runner"  # the name the stubs look the runner up by
+
+
+class ExerciseTimeout(BaseException):
+    """Raised by the alarm; a BaseException so that `except Exception` in student code lets it through."""
+
+
+class ReferenceAbsent(RuntimeError):
+    """A graded exercise's course_lib reference was called while that exercise was being graded."""
+
+
+class State:
+    job: dict = {}
+    cases: dict[str, list] = {}
+    kept: dict[str, Callable] = {}  # exercise -> the function its check received
+    calls: dict[str, int] = {}
+    current: str | None = None  # the exercise being called on fresh cases
+    attempts: set[str] = set()  # references called while `current` ran
+    channel: int = -1
+
+
+def emit(payload: bytes = b"", **message: Any) -> None:
+    """One JSON line on the channel to the grader, then ``payload`` (its length is in the line)."""
+    data = (json.dumps({**message, "bytes": len(payload)}) + "\n").encode() + payload
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})  # no alarm inside a message
+    try:
+        while data:
+            data = data[os.write(State.channel, data):]
+    except OSError:
+        pass  # a student who closed our channel only loses their own report
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+# -- 1. privileges and limits --------------------------------------------------------------------
+
+def confine(job: dict) -> None:
+    """Before any student code: become the sandbox's own user (when started as root), then cap resources."""
+    if job["uid"] is not None and os.getuid() == 0:  # its own uid: the process cap counts only its processes
+        os.setgroups([])
+        os.setresgid(job["uid"], job["uid"], job["uid"])
+        os.setresuid(job["uid"], job["uid"], job["uid"])
+    mb = 1 << 20
+    for limit, value in ((resource.RLIMIT_NPROC, job["max_processes"]), (resource.RLIMIT_DATA, job["memory_mb"] * mb),
+                         (resource.RLIMIT_FSIZE, job["file_mb"] * mb), (resource.RLIMIT_CORE, 0)):
+        hard = resource.getrlimit(limit)[1]
+        value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        resource.setrlimit(limit, (value, value))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file over the cap fails to write, it does not kill us
+
+
+# -- 2. cases and outputs as plain data ------------------------------------------------------------
+
+def load_cases(torch: Any, exercises: Any) -> dict[str, list]:
+    raw = torch.load(State.job["cases"], weights_only=True)
+    return {name: [exercises.Case(tuple(c["args"]), dict(c["kwargs"]), c["label"]) for c in cases]
+            for name, cases in raw.items()}
+
+
+def plain(value: Any, depth: int = 0) -> Any:
+    """Outputs as containers of plain tensors and numbers: what torch.load(weights_only=True) accepts."""
+    import numpy as np
+    import torch
+
+    if depth > 20:
+        return "<too deeply nested>"
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().clone().as_subclass(torch.Tensor)
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(value)).clone()}
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if isinstance(value, (tuple, list)):
+        items = [plain(v, depth + 1) for v in list(value)[:10_000]]
+        return tuple(items) if isinstance(value, tuple) else items
+    if isinstance(value, dict):
+        return {str(k): plain(v, depth + 1) for k, v in list(value.items())[:10_000]}
+    return f"<unsupported {type(value).__name__}>"
+
+
+def describe(error: BaseException) -> str:
+    try:
+        text = " ".join(str(error).split())[:300]
+    except BaseException:  # noqa: BLE001  (a hostile __str__)
+        text = "<unprintable>"
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+# -- 3. the grading check ---------------------------------------------------------------------------
+
+def grading_check(name: str, fn: Any) -> Any:
+    """Keep ``fn``, grade it on the fresh cases now, and hand it back (the reference is absent here)."""
+    if name in State.job["dead"]:
+        return _ended_earlier(name)
+    State.kept[name] = fn
+    State.calls[name] = State.calls.get(name, 0) + 1
+    if name in State.cases and name not in State.job["skip"] and State.calls[name] <= 3:
+        save(name, grade(name, fn))
+    return fn
+
+
+def _ended_earlier(name: str) -> Callable:
+    def ended(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"`{name}` ended an earlier run of this notebook: it is not called again")
+
+    return ended
+
+
+def grade(name: str, fn: Any) -> dict:
+    from course_lib.notebook.checks import get_exercise
+
+    exercise, results = get_exercise(name), []
+    State.current, State.attempts = name, set()
+    emit(start=name)
+    cell_left = signal.getitimer(signal.ITIMER_REAL)[0]
+    alarm(State.job["exercise_timeout"])
+    try:
+        for case in State.cases[name]:
+            try:
+                results.append({"output": plain(exercise.call(fn, case))})
+            except ExerciseTimeout:
+                results.append({"timeout": True})
+                break
+            except BaseException as error:  # noqa: BLE001  (SystemExit too: it costs this exercise only)
+                results.append({"raised": describe(error), "not_implemented": isinstance(error, NotImplementedError)})
+                break
+    except ExerciseTimeout:  # the alarm fired between two cases
+        results.append({"timeout": True})
+    finally:
+        alarm(0)
+        State.current = None
+        if cell_left:
+            alarm(cell_left)  # the rest of the cell's own time
+    return {"results": results, "attempts": sorted(State.attempts), "callable": callable(fn)}
+
+
+def save(name: str, outcome: dict) -> None:
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    try:
+        torch.save(outcome, buffer)
+    except Exception as error:  # noqa: BLE001
+        buffer = io.BytesIO()
+        torch.save({"unsaved": describe(error), "attempts": outcome["attempts"]}, buffer)
+    emit(buffer.getvalue(), end=name)
+
+
+def absent_reference(name: str, args: tuple, kwargs: dict) -> Any:
+    """What a stubbed reference does: record and raise while grading, else run the student's function."""
+    if State.current is not None:
+        State.attempts.add(name)
+        raise ReferenceAbsent(f"the course_lib reference of `{name}` is absent while grading")
+    if name not in State.kept:
+        raise ReferenceAbsent(f"the course_lib reference of `{name}` is absent while grading, "
+                              "and no function of yours has been checked for it yet")
+    return State.kept[name](*args, **kwargs)
+
+
+# -- 4. the notebook ---------------------------------------------------------------------------------
+
+def alarm(seconds: float) -> None:
+    # after the deadline the alarm repeats, so a student's `except BaseException` cannot swallow it for good
+    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0 if seconds else 0)
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise ExerciseTimeout()
+
+
+def run_cells(notebook: dict) -> str:
+    """Every code cell in order; the first problem is the notebook's verdict, the others are reported."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryManager.enabled = False  # no history database, no saving thread
+    shell = InteractiveShell.instance(config=config)
+    verdict, last_check = "ran", max(
+        (i for i, c in enumerate(notebook["cells"]) if _grade_id(c) in {f"check_{n}" for n in State.cases}), default=-1)
+    for index, cell in enumerate(notebook["cells"]):
+        if State.job["stop_after_checks"] and index > last_check:
+            return verdict if verdict != "ran" else "stopped after the last check (--no-notebook-run)"
+        if cell.get("cell_type") != "code" or (verdict.startswith("timeout") and not _grade_id(cell)):
+            continue  # after a timeout only the exercise and check cells run: a loop costs one cell's time
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else str(source)
+        emit(cell=index + 1)
+        alarm(State.job["cell_timeout"])
+        try:
+            result = shell.run_cell(source, store_history=False, silent=True)
+            error = result.error_before_exec or result.error_in_exec
+        except ExerciseTimeout as timeout:  # raised outside the cell's own code
+            error = timeout
+        finally:
+            alarm(0)
+        if error is not None:
+            problem = _problem(index + 1, error)
+            emit(cell_error=index + 1, grade_id=_grade_id(cell), problem=problem)
+            verdict = problem if verdict == "ran" else verdict
+    return verdict
+
+
+def _problem(number: int, error: BaseException) -> str:
+    if isinstance(error, ExerciseTimeout):
+        return f"timeout: cell #{number} ran past {State.job['cell_timeout']:g} s"
+    if isinstance(error, SyntaxError):  # no file name: IPython's differ from run to run
+        return f"cell #{number} does not parse: {type(error).__name__}: {error.msg} (line {error.lineno})"
+    return f"error in cell #{number}: {describe(error)}"
+
+
+def _grade_id(cell: dict) -> str:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return str(meta.get("grade_id", "")) if isinstance(meta, dict) else ""
+
+
+def main(job_path: str) -> None:
+    State.job = job = json.loads(Path(job_path).read_text())
+    State.channel = os.dup(1)  # the grader reads our stdout; the notebook's prints go elsewhere
+    confine(job)
+    mpl = Path(os.environ["MPLCONFIGDIR"])
+    mpl.mkdir(parents=True, exist_ok=True)
+    for cache in Path(job["grading"]).glob("fontlist-*.json"):
+        (mpl / cache.name).write_bytes(cache.read_bytes())
+    import torch
+
+    torch.set_num_threads(1)
+    from course_lib.notebook import checks, exercises
+
+    State.cases = load_cases(torch, exercises)
+    sys.modules[MODULE_NAME] = sys.modules[__name__]
+    exercises.check = checks.check = grading_check
+    notebook = json.loads(Path(job["notebook"]).read_text(encoding="utf-8"))
+    signal.signal(signal.SIGALRM, _on_alarm)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):  # the notebook's prints go nowhere
+        os.dup2(devnull, fd)
+    emit(ready=True)
+    verdict = run_cells(notebook)
+    emit(notebook=verdict)
+    os._exit(0)  # threads the student started must not keep the run alive
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
