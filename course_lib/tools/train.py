@@ -4,6 +4,7 @@
     python -m course_lib.train tokenizer --preset fsq-f4 --data folder:~/pictures --steps 5000 \\
         --out runs/fsq.pt --set widths=(32,64,96)
     python -m course_lib.train tokenizer ... --out runs/vq-f4.pt --resume   # continue an interrupted run
+    torchrun --nproc_per_node=4 -m course_lib.train tokenizer ...   # data-parallel, --batch-size is global
 
 Images are resized and converted to the preset's size and channels. The checkpoint holds the weights,
 the config, the training state (for ``--resume``) and metadata with the test metrics; evaluate it with
@@ -27,6 +28,7 @@ import torch  # noqa: E402
 from course_lib.datasets import DatasetUnavailable
 from course_lib.datasets.augment import augment_images
 from course_lib.datasets.images import load_images
+from course_lib.engine import distributed
 from course_lib.engine.checkpoints import CheckpointError, check_metadata, load_checkpoint, update_metadata
 from course_lib.engine.seeding import seed_everything
 from course_lib.engine.training import TrainConfig, TrainingDiverged, TrainResult, train
@@ -65,6 +67,8 @@ def train_tokenizer(preset: str, data: str, config: TrainConfig, out: str | Path
     eval_fn = None if test_images is None else _periodic_eval(test_images[:EVAL_IMAGES])
     result = train(model, train_images, config, loss_fn=TokenizerLoss(), eval_fn=eval_fn, checkpoint=out,
                    resume=resume, metadata=metadata, device=device, progress=progress)
+    if not distributed.setup(device).is_main:  # under torchrun, rank 0 evaluates and writes
+        return model, result, None
     metrics = None if test_images is None else evaluate_tokenizer(model, test_images)
     if out is not None:
         test_set = None if test_images is None else {"data": data, "split": "test", "n": len(test_images)}
@@ -147,13 +151,17 @@ def run(args: argparse.Namespace) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        print(run(args))
+        summary = run(args)
+        if distributed.setup(args.device).is_main:
+            print(summary)
     except (ValueError, DatasetUnavailable, CheckpointError, TrainingDiverged, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted; continue with the same command plus --resume", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()
     return 0
 
 
