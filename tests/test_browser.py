@@ -23,7 +23,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path(os.environ.get("COURSE_CHROMIUM", "/usr/bin/chromium"))
-INSTALL = "run `make browser` (as root: apt-get install chromium) or set COURSE_CHROMIUM to a chromium binary"
+INSTALL = ("run `make browser` as root (it runs apt-get install chromium), or `sudo apt-get install chromium`, "
+           "or set COURSE_CHROMIUM to a chromium binary")
 ARTIFACTS = ROOT / "build" / "test-artifacts"
 NOTEBOOK = "05_continuous_latents.ipynb"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
