@@ -12,7 +12,9 @@ import torch
 import torch.multiprocessing as mp
 
 from course_lib.engine.checkpoints import load_checkpoint
-from course_lib.engine.distributed import Ranks, all_gather_cat, all_reduce_sum_
+from torch import nn
+
+from course_lib.engine.distributed import DataParallelModel, Ranks, all_gather_cat, all_reduce_sum_
 from course_lib.engine.training import TrainConfig, train
 from course_lib.tokenizers.losses import TokenizerLoss
 from course_lib.tokenizers.tokenizer import build_tokenizer
@@ -30,6 +32,24 @@ def _images() -> torch.Tensor:
 def _build():
     torch.manual_seed(0)
     return build_tokenizer("vq-f4", image_size=16, widths=(8, 8, 8), res_blocks=(0, 0, 0), **VQ)
+
+
+class Critic(TokenizerLoss):
+    """A second player with its own weights: its gradients are averaged over the ranks by hand, not by DDP."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.critic = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 1))
+
+    def forward(self, tokenizer, images):
+        terms, out = self.terms(tokenizer, images)
+        return sum(terms.values()) - 0.01 * self.critic(out.reconstruction).mean(), {}
+
+    def second_loss(self, tokenizer, images):
+        with torch.no_grad():
+            fake = tokenizer.decode(tokenizer.encode(images))  # (B, C, H, W); encode/decode leave the codebook
+        return torch.relu(1 - self.critic(images)).mean() + torch.relu(1 + self.critic(fake)).mean()
 
 
 def _crash_at(call: int):
@@ -71,6 +91,9 @@ def _rank(rank: int, world_size: int, port: int, out: str) -> None:
     train(resumed, _images(), CONFIG, loss_fn=TokenizerLoss(), checkpoint=out / "run.pt", resume=True,
           progress=False, device="cpu")
     torch.save(resumed.state_dict(), out / f"resumed-rank{rank}.pt")
+    critic, model = Critic(), _build()
+    train(model, _images(), CONFIG, loss_fn=critic, progress=False, device="cpu")
+    torch.save({"model": model.state_dict(), "critic": critic.state_dict()}, out / f"critic-rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
 
@@ -112,6 +135,28 @@ def test_a_two_rank_checkpoint_resumes_in_one_process(two_ranks, tmp_path, one_t
                    resume=True, progress=False, device="cpu")
     assert result.steps == 3
     assert _close(resumed.state_dict(), torch.load(two_ranks / "full-rank0.pt")) == []
+
+
+def test_a_second_player_trains_alike_on_two_ranks(two_ranks, one_thread):
+    critic, model = Critic(), _build()
+    train(model, _images(), CONFIG, loss_fn=critic, progress=False, device="cpu")
+    ranks = [torch.load(two_ranks / f"critic-rank{r}.pt") for r in (0, 1)]
+    for part, single in (("model", model.state_dict()), ("critic", critic.state_dict())):
+        assert all(torch.equal(ranks[0][part][k], ranks[1][part][k]) for k in single), part
+        assert _close(single, ranks[0][part]) == [], part
+
+
+def test_a_loss_that_bypasses_the_models_forward_is_refused(tmp_path):
+    """Under DDP, model.encoder(x) would skip the gradient averaging: the wrapper says so."""
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0, world_size=1)
+    try:
+        wrapped = DataParallelModel(_build())
+        assert wrapped.kind == "vq" and wrapped.config.image_size == 16  # plain attributes pass through
+        for name in ("encoder", "encode"):
+            with pytest.raises(AttributeError, match=f"call the model itself instead of model.{name}"):
+                getattr(wrapped, name)
+    finally:
+        torch.distributed.destroy_process_group()
 
 
 def test_ranks_shard_the_global_batch_and_need_a_divisible_batch():

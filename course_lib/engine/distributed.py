@@ -59,7 +59,7 @@ class Ranks:
         if self.world_size == 1:
             return model
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=device_ids)
+        return DataParallelModel(model, device_ids=device_ids)
 
     def mean(self, value: torch.Tensor) -> torch.Tensor:
         """The mean of a scalar over all ranks (a NaN or inf on any rank reaches every rank)."""
@@ -89,6 +89,25 @@ class Ranks:
     def barrier(self) -> None:
         if self.world_size > 1:
             dist.barrier()
+
+
+class DataParallelModel(DistributedDataParallel):
+    """DDP that lets a loss read the model's plain attributes (``config``, ``kind``) but not its parts.
+
+    DDP averages gradients only for work done inside its ``forward``: a loss that called
+    ``model.encoder(x)`` or ``model.encode(x)`` would train each rank on its own gradients, silently.
+    """
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            value = getattr(self.module, name)
+        if isinstance(value, (nn.Module, torch.Tensor)) or (callable(value) and not isinstance(value, type)):
+            raise AttributeError(f"under torchrun the loss gets the model wrapped in DistributedDataParallel, "
+                                 f"which averages gradients only through model(...): call the model itself "
+                                 f"instead of model.{name}") from None
+        return value
 
 
 def setup(prefer: str | None = None) -> Ranks:
