@@ -3,7 +3,8 @@ configures it), Debian's chromium driven by Playwright, notebook 05 run in quick
 
 Checks: the decoded image changes when the interpolation slider moves, the console shows no widget
 error, no explorer picture is drawn larger than its pixels (stretched or blurry), and nbgrader's
-instructor menus are not in the students' lab. The screenshot is kept in build/test-artifacts/.
+instructor menus are not in the students' lab. Screenshots and the console's errors are kept in
+build/test-artifacts/.
 Missing chromium or playwright fails the test with the command that installs them; it never skips.
 """
 from __future__ import annotations
@@ -72,12 +73,14 @@ def _course_copy(tmp_path: Path) -> Path:
 
 
 def _start_lab(course: Path, port: int, token: str, sandbox: Path) -> subprocess.Popen:
-    env = {**os.environ, "COURSE_QUICK": "1", "OMP_NUM_THREADS": "1",
-           "JUPYTER_CONFIG_DIR": str(sandbox / "jupyter"), "JUPYTER_DATA_DIR": str(sandbox / "jupyter-data"),
-           "JUPYTER_RUNTIME_DIR": str(sandbox / "runtime"), "IPYTHONDIR": str(sandbox / "ipython"),
-           "MPLCONFIGDIR": str(sandbox / "matplotlib"), "JUPYTER_PLATFORM_DIRS": "1",
-           "JUPYTER_CONFIG_PATH": str(ROOT / "etc" / "jupyter"),  # as `make lab`: no nbgrader for students
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    # not COURSE_RESULTS_FILE: its checks would count as a second run of notebooks/ in test_notebooks.py
+    env = {k: v for k, v in os.environ.items() if k != "COURSE_RESULTS_FILE"}
+    env.update({"COURSE_QUICK": "1", "OMP_NUM_THREADS": "1",
+                "JUPYTER_CONFIG_DIR": str(sandbox / "jupyter"), "JUPYTER_DATA_DIR": str(sandbox / "jupyter-data"),
+                "JUPYTER_RUNTIME_DIR": str(sandbox / "runtime"), "IPYTHONDIR": str(sandbox / "ipython"),
+                "MPLCONFIGDIR": str(sandbox / "matplotlib"), "JUPYTER_PLATFORM_DIRS": "1",
+                "JUPYTER_CONFIG_PATH": str(ROOT / "etc" / "jupyter"),  # as `make lab`: no nbgrader for students
+                "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
     command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
                f"--ServerApp.token={token}", f"--ServerApp.root_dir={course}", "--ServerApp.allow_root=True",
                "--LabApp.expose_app_in_browser=True"]
@@ -119,7 +122,8 @@ def _mark_cell(page, text: str, mark: str) -> None:
     """Tag the cell whose source contains ``text`` with data-test=``mark`` and scroll it into view."""
     found = page.evaluate(f"""() => {{ const nb = {NOTEBOOK_JS}; const cells = nb.content.widgets;
         for (let i = 0; i < cells.length; i++) if (cells[i].model.sharedModel.getSource().includes({json.dumps(text)}))
-            {{ nb.content.activeCellIndex = i; nb.content.scrollToItem(i); cells[i].node.setAttribute('data-test', {json.dumps(mark)}); return true; }}
+            {{ nb.content.activeCellIndex = i; nb.content.scrollToItem(i);
+               cells[i].node.setAttribute('data-test', {json.dumps(mark)}); return true; }}
         return false; }}""")
     assert found, f"no cell of {NOTEBOOK} contains {text!r}"
 
@@ -154,6 +158,7 @@ def test_the_explorer_works_in_a_real_browser(tmp_path):
                 context.close()
     finally:
         _stop(lab)
+    (ARTIFACTS / "console-errors.txt").write_text("\n".join(errors) + "\n")
     widget_errors = [e for e in errors if any(word.lower() in e.lower() for word in WIDGET_ERROR)]
     assert widget_errors == [], widget_errors
 
