@@ -148,9 +148,7 @@ def train(model: nn.Module, data, config: TrainConfig, loss_fn: Callable | None 
     players = [model] + [p for p in [second_player(loss_fn)] if p is not None]
     optimizers = [make_optimizer(player, config) for player in players]
     sampler = BatchSampler(len(tensors[0]), config.batch_size, config.seed)
-    run = _Run(model, loss_fn, optimizers, sampler, config, checkpoint, metadata or {}, ranks)
-    run.forward_model = compiled(ranks.wrap(model), accelerate)  # what the loss calls; `model` is what is saved
-    run.autocast = lambda: autocast(ranks.device, accelerate)
+    run = _Run(model, loss_fn, optimizers, sampler, config, checkpoint, metadata or {}, ranks, accelerate)
     if resume and checkpoint is not None and Path(checkpoint).is_file():
         run.restore()
     return run.loop(tensors, eval_fn, progress and ranks.is_main)
@@ -183,10 +181,11 @@ def _scalar(value) -> float:
 class _Run:
     """The state of one run, and the loop over it."""
 
-    def __init__(self, model, loss_fn, optimizers, sampler, config, checkpoint, metadata, ranks):
+    def __init__(self, model, loss_fn, optimizers, sampler, config, checkpoint, metadata, ranks, accelerate):
         self.model, self.loss_fn, self.optimizers, self.sampler = model, loss_fn, optimizers, sampler
         self.config, self.checkpoint, self.metadata = config, checkpoint, metadata
-        self.ranks, self.device = ranks, ranks.device
+        self.ranks, self.device, self.accelerate = ranks, ranks.device, accelerate
+        self.forward_model = compiled(ranks.wrap(model), accelerate)  # what the loss calls; `model` is saved
         self.players = [model, loss_fn][:len(optimizers)]  # the model, and the loss object if it trains too
         self.step, self.saved_step, self.history, self.evals = 0, None, [], []
         self.seconds, self.cpu_seconds = 0.0, 0.0  # spent by earlier sessions of this run
@@ -255,11 +254,11 @@ class _Run:
                 group["lr"] = lr
         batch = fetch(tensors, self.ranks.shard(self.sampler.next()), self.device)  # this rank's slice
         batch = batch[0] if len(batch) == 1 else batch
-        with self.autocast():
+        with autocast(self.device, self.accelerate):
             loss, logs = _loss_and_logs(self.loss_fn(self.forward_model, batch), "loss")
         loss = self._update(0, loss, "loss")
         if len(self.optimizers) > 1:
-            with self.autocast():
+            with autocast(self.device, self.accelerate):
                 second = self.loss_fn.second_loss(self.model, batch)
             if second is not None:
                 second_loss, second_logs = _loss_and_logs(second, "second loss")
