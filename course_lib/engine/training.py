@@ -265,7 +265,7 @@ class _Run:
                 self._update(1, second_loss, "second loss")
                 logs = {**logs, **second_logs}
         self.step += 1
-        return {"loss": loss, "lr": lr, **logs}
+        return {"loss": loss, "lr": lr, **logs}  # loss: the mean over ranks; other logs: this rank's slice
 
     def _update(self, player: int, loss: torch.Tensor, what: str) -> torch.Tensor:
         """One optimizer step of player 0 (the model) or 1 (the loss object), guarded against non-finite
