@@ -91,6 +91,10 @@ def _rank(rank: int, world_size: int, port: int, out: str) -> None:
     train(resumed, _images(), CONFIG, loss_fn=TokenizerLoss(), checkpoint=out / "run.pt", resume=True,
           progress=False, device="cpu")
     torch.save(resumed.state_dict(), out / f"resumed-rank{rank}.pt")
+    from_one = _build()  # a run that one process started, finished by two
+    train(from_one, _images(), CONFIG, loss_fn=TokenizerLoss(), checkpoint=out / "one-process.pt", resume=True,
+          progress=False, device="cpu")
+    torch.save(from_one.state_dict(), out / f"from-one-rank{rank}.pt")
     critic, model = Critic(), _build()
     train(model, _images(), CONFIG, loss_fn=critic, progress=False, device="cpu")
     torch.save({"model": model.state_dict(), "critic": critic.state_dict()}, out / f"critic-rank{rank}.pt")
@@ -100,6 +104,10 @@ def _rank(rank: int, world_size: int, port: int, out: str) -> None:
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ddp")
+    torch.set_num_threads(1)
+    with pytest.raises(KeyboardInterrupt):  # one process stops at step 5; its checkpoint holds step 3
+        train(_build(), _images(), CONFIG, loss_fn=_crash_at(5), checkpoint=out / "one-process.pt", progress=False,
+              device="cpu")
     mp.spawn(_rank, args=(2, _free_port(), str(out)), nprocs=2, join=True)
     return out
 
@@ -135,6 +143,14 @@ def test_a_two_rank_checkpoint_resumes_in_one_process(two_ranks, tmp_path, one_t
                    resume=True, progress=False, device="cpu")
     assert result.steps == 3
     assert _close(resumed.state_dict(), torch.load(two_ranks / "full-rank0.pt")) == []
+
+
+def test_a_one_process_checkpoint_resumes_on_two_ranks(two_ranks, one_thread):
+    single = _build()
+    train(single, _images(), CONFIG, loss_fn=TokenizerLoss(), progress=False, device="cpu")
+    ranks = [torch.load(two_ranks / f"from-one-rank{r}.pt") for r in (0, 1)]
+    assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
+    assert _close(single.state_dict(), ranks[0]) == []
 
 
 def test_a_second_player_trains_alike_on_two_ranks(two_ranks, one_thread):
