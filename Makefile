@@ -14,7 +14,12 @@ CONFIG_ENV = JUPYTER_CONFIG_DIR=$(SANDBOX)/jupyter JUPYTER_DATA_DIR=$(SANDBOX)/j
 	JUPYTER_RUNTIME_DIR=$(SANDBOX)/jupyter-runtime JUPYTER_PLATFORM_DIRS=1 \
 	IPYTHONDIR=$(SANDBOX)/ipython MPLCONFIGDIR=$(SANDBOX)/matplotlib
 
-.PHONY: setup bwrap lab test course student checkpoints grade clean
+# the browser test drives Debian's chromium (never a browser Playwright downloads)
+CHROMIUM ?= $(or $(COURSE_CHROMIUM),/usr/bin/chromium)
+# the students' lab: etc/jupyter turns nbgrader's instructor menus and server extensions off
+LAB_ENV = JUPYTER_CONFIG_PATH=$(CURDIR)/etc/jupyter
+
+.PHONY: setup bwrap browser lab test course student checkpoints grade clean
 
 setup: $(STAMP)
 
@@ -33,13 +38,24 @@ bwrap:
 			exit 1; \
 		fi; }
 
+browser: $(CHROMIUM)
+
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium for the browser test (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else \
+		echo "the browser test needs chromium at $(CHROMIUM): run 'sudo apt-get install chromium' (Debian/Ubuntu) or make test COURSE_CHROMIUM=/path/to/chromium" >&2; \
+		exit 1; \
+	fi
+
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir=$(CURDIR) \
+	$(LAB_ENV) $(VENV)/bin/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir=$(CURDIR) \
 		--LabApp.default_url=/lab/tree/notebooks/00_welcome.ipynb $(LAB_ARGS)
 
-test: $(STAMP) bwrap
+test: $(STAMP) bwrap browser
 	@rm -rf $(SANDBOX) && mkdir -p $(SANDBOX)
-	$(CONFIG_ENV) COURSE_QUICK=1 $(PY) -m pytest -p no:cacheprovider tests \
+	$(CONFIG_ENV) COURSE_QUICK=1 COURSE_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -p no:cacheprovider tests \
 		--nbval-lax --nbval-current-env --nbval-cell-timeout=300 solutions notebooks
 
 course: $(STAMP)

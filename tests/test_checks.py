@@ -145,3 +145,11 @@ def test_fresh_cases_still_separate_right_from_wrong(name, seed):
     assert evaluate(name, get_exercise(name).reference, seed=seed).status == "pass"
     for mistake, wrong in WRONG.get(name, {}).items():
         assert evaluate(name, wrong, seed=seed).status == "fail", mistake
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_hints_point_at_the_idea_without_the_answer(name):
+    """A hint names the idea; it never hands over a line to copy (an einops pattern, a call with arguments)."""
+    from course_lib.notebook.checks import get_exercise
+    hint = get_exercise(name).hint
+    assert hint and "->" not in hint and "rearrange(" not in hint and "einsum(" not in hint, hint

@@ -1,5 +1,7 @@
 """`make lab` brings up a JupyterLab server on the course that answers HTTP (on loopback only)."""
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -39,7 +41,11 @@ def test_make_lab_serves_the_course():
         assert body is not None, "JupyterLab did not answer within 60 s"
         assert "00_welcome.ipynb" in body
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab?token={token}", timeout=5) as response:
-            assert response.status == 200 and "JupyterLab" in response.read().decode()
+            page = response.read().decode()
+            assert response.status == 200 and "JupyterLab" in page
+        # students never see nbgrader's instructor menus (etc/jupyter/labconfig/page_config.json)
+        config = json.loads(re.search(r'id="jupyter-config-data"[^>]*>(.*?)</script>', page, re.S).group(1))
+        assert "@jupyter/nbgrader" in config["disabledExtensions"], config["disabledExtensions"]
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=20)

@@ -17,6 +17,12 @@ discriminator): it gets a second AdamW with the same schedule, and after every s
 ``second_loss`` is minimized over the object's parameters (it may return None to skip a step, as in a
 warm-up). Its weights, its optimizer and any step counter it keeps as a buffer are checkpointed, so
 exact resume and the non-finite guard hold for both players.
+
+Under ``torchrun`` the same loop trains data-parallel (:mod:`course_lib.engine.distributed`): every rank
+takes its slice of each global batch, DDP averages the gradients, rank 0 writes checkpoints and logs,
+and a checkpoint resumes under any number of ranks. Rank r seeds its global generator with seed + r,
+so noise (dropout, sampled latents) differs between slices. On cuda the loop can autocast to bf16 and
+compile the model (:class:`course_lib.engine.accelerate.Accelerate`).
 """
 from __future__ import annotations
 
@@ -30,9 +36,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from course_lib.engine import distributed
+from course_lib.engine.accelerate import Accelerate, autocast, compiled, fetch, place_data
+from course_lib.engine.batches import BatchSampler
 from course_lib.engine.checkpoints import load_checkpoint, restore_model, save_checkpoint
-from course_lib.engine.runtime import pick_device
 from course_lib.engine.seeding import rng_state, seed_everything, set_rng_state
+
+__all__ = ["Accelerate", "BatchSampler", "TrainConfig", "TrainResult", "TrainingDiverged", "lr_at", "train"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -81,31 +91,6 @@ def lr_at(step: int, config: TrainConfig) -> float:
     return config.lr * (config.min_lr + (1 - config.min_lr) * cosine)
 
 
-class BatchSampler:
-    """Index batches from a per-epoch permutation drawn with an explicit generator; resumable."""
-
-    def __init__(self, size: int, batch_size: int, seed: int):
-        if batch_size > size:
-            raise ValueError(f"batch_size {batch_size} is larger than the {size} training examples")
-        self.size, self.batch_size = size, batch_size
-        self.generator = torch.Generator().manual_seed(seed)
-        self.order, self.position = torch.randperm(size, generator=self.generator), 0
-
-    def next(self) -> torch.Tensor:
-        if self.position + self.batch_size > self.size:  # the last partial batch is dropped
-            self.order, self.position = torch.randperm(self.size, generator=self.generator), 0
-        batch = self.order[self.position:self.position + self.batch_size]
-        self.position += self.batch_size
-        return batch  # (batch_size,)
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state(), "order": self.order, "position": self.position}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-        self.order, self.position = state["order"], state["position"]
-
-
 @dataclass
 class TrainResult:
     """What a run did: ``history`` has a row every ``log_every`` steps, ``evals`` one per evaluation."""
@@ -140,7 +125,7 @@ def second_player(loss_fn) -> nn.Module | None:
 def train(model: nn.Module, data, config: TrainConfig, loss_fn: Callable | None = None,
           eval_fn: Callable[[nn.Module], dict] | None = None, checkpoint: str | Path | None = None,
           resume: bool = False, metadata: dict | None = None, device: str | None = None,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, accelerate: Accelerate | None = None) -> TrainResult:
     """Train ``model`` in place on ``data`` (an ImageSet, a tensor, or a tuple of equal-length tensors).
 
     ``loss_fn(model, batch) -> loss`` or ``(loss, logs)`` (default :func:`default_loss`; a second
@@ -149,21 +134,24 @@ def train(model: nn.Module, data, config: TrainConfig, loss_fn: Callable | None 
     and at the end, with its own random state so that evaluating never changes the training run.
     ``checkpoint`` is written every ``checkpoint_every`` steps and at the end (with ``metadata``);
     ``resume=True`` continues the run saved there, if any. The model is left in eval mode.
+    Under torchrun, ``config.batch_size`` is the global batch (split over the ranks).
     """
-    device = pick_device(device)
-    tensors = _as_tensors(data, device)
-    seed_everything(config.seed)
-    model.to(device).train()
+    ranks = distributed.setup(device)
+    ranks.check_batch(config.batch_size)
+    accelerate = accelerate or Accelerate()
+    tensors = place_data(_as_tensors(data), ranks.device, accelerate)
+    seed_everything(config.seed + ranks.rank)
+    model.to(ranks.device).train()
     loss_fn = loss_fn or default_loss
     if isinstance(loss_fn, nn.Module):
-        loss_fn.to(device).train()
+        loss_fn.to(ranks.device).train()
     players = [model] + [p for p in [second_player(loss_fn)] if p is not None]
     optimizers = [make_optimizer(player, config) for player in players]
     sampler = BatchSampler(len(tensors[0]), config.batch_size, config.seed)
-    run = _Run(model, loss_fn, optimizers, sampler, config, checkpoint, metadata or {}, device)
+    run = _Run(model, loss_fn, optimizers, sampler, config, checkpoint, metadata or {}, ranks, accelerate)
     if resume and checkpoint is not None and Path(checkpoint).is_file():
         run.restore()
-    return run.loop(tensors, eval_fn, progress)
+    return run.loop(tensors, eval_fn, progress and ranks.is_main)
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
@@ -176,14 +164,14 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, betas=config.betas, foreach=True)
 
 
-def _as_tensors(data, device: torch.device) -> tuple[torch.Tensor, ...]:
+def _as_tensors(data) -> tuple[torch.Tensor, ...]:
     tensors = getattr(data, "images", data)  # an ImageSet trains on its images
     tensors = (tensors,) if isinstance(tensors, torch.Tensor) else tuple(tensors)
     if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors):
         raise ValueError("data must be an ImageSet, a tensor, or a tuple of tensors")
     if len({len(t) for t in tensors}) != 1:
         raise ValueError(f"data tensors must have the same length, got {[len(t) for t in tensors]}")
-    return tuple(t.to(device) for t in tensors)
+    return tensors
 
 
 def _scalar(value) -> float:
@@ -193,9 +181,11 @@ def _scalar(value) -> float:
 class _Run:
     """The state of one run, and the loop over it."""
 
-    def __init__(self, model, loss_fn, optimizers, sampler, config, checkpoint, metadata, device):
+    def __init__(self, model, loss_fn, optimizers, sampler, config, checkpoint, metadata, ranks, accelerate):
         self.model, self.loss_fn, self.optimizers, self.sampler = model, loss_fn, optimizers, sampler
-        self.config, self.checkpoint, self.metadata, self.device = config, checkpoint, metadata, device
+        self.config, self.checkpoint, self.metadata = config, checkpoint, metadata
+        self.ranks, self.device, self.accelerate = ranks, ranks.device, accelerate
+        self.forward_model = compiled(ranks.wrap(model), accelerate)  # what the loss calls; `model` is saved
         self.players = [model, loss_fn][:len(optimizers)]  # the model, and the loss object if it trains too
         self.step, self.saved_step, self.history, self.evals = 0, None, [], []
         self.seconds, self.cpu_seconds = 0.0, 0.0  # spent by earlier sessions of this run
@@ -220,10 +210,20 @@ class _Run:
             self.loss_fn.load_state_dict(state["objective"])
             self.optimizers[1].load_state_dict(state["second_optimizer"])
         self.sampler.load_state_dict(state["sampler"])
-        set_rng_state(state["rng"])
+        self._restore_rng(state)
         self.step = self.saved_step = state["step"]
         self.history, self.evals = state["history"], state["evals"]
         self.seconds, self.cpu_seconds = state.get("seconds", 0.0), state.get("cpu_seconds", 0.0)
+
+    def _restore_rng(self, state: dict) -> None:
+        """Each rank's saved random state; with another number of ranks, rank 0's, and fresh seeds elsewhere."""
+        saved = state.get("rank_rng", [state["rng"]])
+        if len(saved) == self.ranks.world_size:
+            set_rng_state(saved[self.ranks.rank])
+        elif self.ranks.is_main:
+            set_rng_state(state["rng"])
+        else:  # a rank the saved run did not have: seeded from the run's seed, its rank and the step
+            seed_everything(self.config.seed + self.ranks.rank + 7919 * state["step"])
 
     def loop(self, tensors, eval_fn, progress) -> TrainResult:
         config, start = self.config, self.step
@@ -237,7 +237,7 @@ class _Run:
                     bar.set_postfix({k: f"{v:.4g}" for k, v in self.history[-1].items() if k != "step"},
                                     refresh=False)
                 bar.update(1)
-                if eval_fn is not None and self._due(config.eval_every):
+                if eval_fn is not None and self.ranks.is_main and self._due(config.eval_every):
                     self.evaluate(eval_fn, bar)
                 if self.checkpoint is not None and self._due(config.checkpoint_every):
                     self.save()
@@ -252,28 +252,35 @@ class _Run:
         for optimizer in self.optimizers:
             for group in optimizer.param_groups:
                 group["lr"] = lr
-        indices = self.sampler.next().to(self.device)
-        batch = tensors[0][indices] if len(tensors) == 1 else tuple(t[indices] for t in tensors)
-        loss, logs = _loss_and_logs(self.loss_fn(self.model, batch), "loss")
-        self._update(0, loss, "loss")
+        batch = fetch(tensors, self.ranks.shard(self.sampler.next()), self.device)  # this rank's slice
+        batch = batch[0] if len(batch) == 1 else batch
+        with autocast(self.device, self.accelerate):
+            loss, logs = _loss_and_logs(self.loss_fn(self.forward_model, batch), "loss")
+        loss = self._update(0, loss, "loss")
         if len(self.optimizers) > 1:
-            second = self.loss_fn.second_loss(self.model, batch)
+            with autocast(self.device, self.accelerate):
+                second = self.loss_fn.second_loss(self.model, batch)
             if second is not None:
                 second_loss, second_logs = _loss_and_logs(second, "second loss")
                 self._update(1, second_loss, "second loss")
                 logs = {**logs, **second_logs}
         self.step += 1
-        return {"loss": loss.detach(), "lr": lr, **logs}
+        return {"loss": loss, "lr": lr, **logs}  # loss: the mean over ranks; other logs: this rank's slice
 
-    def _update(self, player: int, loss: torch.Tensor, what: str) -> None:
-        """One optimizer step of player 0 (the model) or 1 (the loss object), guarded against non-finite values."""
-        self._guard(loss.item(), what)
-        optimizer, parameters = self.optimizers[player], self.players[player].parameters()
+    def _update(self, player: int, loss: torch.Tensor, what: str) -> torch.Tensor:
+        """One optimizer step of player 0 (the model) or 1 (the loss object), guarded against non-finite
+        values; returns the loss averaged over the ranks."""
+        mean = self.ranks.mean(loss.detach())  # a non-finite loss on any rank stops every rank
+        self._guard(mean.item(), what)
+        optimizer, parameters = self.optimizers[player], list(self.players[player].parameters())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if player == 1:  # the model's gradients were averaged by DDP during backward; these were not
+            self.ranks.average_gradients(parameters)
         norm = nn.utils.clip_grad_norm_(parameters, self.config.clip or math.inf, foreach=True)
         self._guard(norm.item(), "gradient norm" if player == 0 else f"gradient norm of the {what}")
         optimizer.step()
+        return mean
 
     def _guard(self, value: float, what: str) -> None:
         if math.isfinite(value):
@@ -298,8 +305,13 @@ class _Run:
         # wall and cpu (all threads) seconds of the training loop, summed over resumed sessions
         seconds = self.seconds + time.perf_counter() - self.began
         cpu_seconds = self.cpu_seconds + time.process_time() - self.cpu_began
+        rank_rng = self.ranks.gather(rng_state())  # a collective: every rank comes here, rank 0 writes
+        if not self.ranks.is_main:
+            self.saved_step = self.step
+            self.ranks.barrier()
+            return
         train_state = {"step": self.step, "config": asdict(self.config), "optimizer": self.optimizers[0].state_dict(),
-                       "sampler": self.sampler.state_dict(), "rng": rng_state(),
+                       "sampler": self.sampler.state_dict(), "rng": rank_rng[0], "rank_rng": rank_rng,
                        "history": self.history, "evals": self.evals, "seconds": seconds, "cpu_seconds": cpu_seconds}
         if len(self.optimizers) > 1:
             train_state.update(objective=self.loss_fn.state_dict(), second_optimizer=self.optimizers[1].state_dict())
@@ -308,6 +320,7 @@ class _Run:
                     "train_seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3)}
         save_checkpoint(self.checkpoint, self.model, metadata, train_state)
         self.saved_step = self.step
+        self.ranks.barrier()
 
 
 def _loss_and_logs(out, what: str) -> tuple[torch.Tensor, dict]:

@@ -48,11 +48,23 @@ def _png(image: torch.Tensor, scale: int = 6) -> bytes:
     return buffer.getvalue()
 
 
-def _figure_png(fig: plt.Figure) -> bytes:
+FIGURE_DPI, SHOWN_DPI = 200, 100  # a panel's figure has twice the pixels it is shown at: sharp on dense screens
+
+
+def _figure_png(fig: plt.Figure) -> tuple[bytes, str]:
+    """The figure as PNG bytes, and the CSS width to show it at (never more than its pixels)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
+    fig.savefig(buffer, format="png", dpi=FIGURE_DPI)
+    width = f"{round(fig.get_figwidth() * SHOWN_DPI)}px"
     plt.close(fig)
-    return buffer.getvalue()
+    return buffer.getvalue(), width
+
+
+def _picture(value: bytes = b""):
+    """An image widget at its own size: in a VBox, flexbox would stretch it to the widest sibling (a caption)."""
+    import ipywidgets as widgets
+
+    return widgets.Image(value=value, layout=widgets.Layout(align_self="flex-start"))
 
 
 def channels_widget(tokenizer, image: torch.Tensor, position=None):
@@ -72,7 +84,7 @@ def channels_widget(tokenizer, image: torch.Tensor, position=None):
     pos_y = widgets.IntSlider(y0, 0, side - 1, description="y")
     pos_x = widgets.IntSlider(x0, 0, side - 1, description="x")
     sliders = [_channel_slider(tokenizer, c, base, spread, is_fsq) for c in range(base.shape[0])]
-    original, edited = widgets.Image(value=_png(image[0])), widgets.Image()
+    original, edited = _picture(_png(image[0])), _picture()
 
     def current_latent() -> torch.Tensor:
         latent = base.clone()
@@ -138,7 +150,7 @@ def interpolation_widget(tokenizers: dict, image_a: torch.Tensor, image_b: torch
     _check_named(tokenizers)
     paths = {name: interpolate(t, image_a, image_b, steps) for name, t in tokenizers.items()}
     slider = widgets.IntSlider(0, 0, steps - 1, description="step")
-    pictures = {name: widgets.Image() for name in tokenizers}
+    pictures = {name: _picture() for name in tokenizers}
     captions = {name: widgets.Label() for name in tokenizers}
 
     def redraw(_=None) -> None:
@@ -162,12 +174,12 @@ def latent_map_widget(tokenizers: dict, imageset, factors=None):
     latents = {name: decoder_input(t, imageset.images) for name, t in tokenizers.items()}
     which = widgets.Dropdown(options=list(tokenizers), description="latents")
     factor = widgets.Dropdown(options=factors, description="colour by")
-    picture = widgets.Image()
+    picture = _picture()
 
     def redraw(_=None) -> None:
         fig = plot_latent_map({which.value: tokenizers[which.value]}, imageset, [factor.value],
                               {which.value: latents[which.value]})
-        picture.value = _figure_png(fig)
+        picture.value, picture.layout.width = _figure_png(fig)
 
     which.observe(redraw, "value")
     factor.observe(redraw, "value")

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 import torch
 from torch import nn
 
+from course_lib.engine.accelerate import full_precision
 from course_lib.tokenizers.autoencoder import AutoencoderConfig, Decoder, Encoder
 from course_lib.tokenizers.fsq import FSQ, FSQConfig
 from course_lib.tokenizers.kl import DiagonalGaussian, KLConfig
@@ -273,6 +274,15 @@ class Tokenizer(nn.Module):
         """Reconstruction, the bottleneck's loss terms and statistics; kl samples its latent in training mode."""
         self._check_images(images)
         z = self.encoder(images * 2 - 1)  # (B, C, h, w), or (B, 2C, h, w) for kl
+        # the bottleneck stays in float32 under bf16 autocast: bf16 keeps 8 mantissa bits, too few for
+        # nearest-code distances (||z||^2 - 2 z.e + ||e||^2 cancels), rounding to levels and exp(logvar)
+        with full_precision(z.device.type):
+            z_q, tokens, losses, stats = self._bottleneck(z.float(), generator)
+        reconstruction = (self.decoder(z_q) + 1) / 2
+        return TokenizerOutput(reconstruction, tokens, losses, stats)
+
+    def _bottleneck(self, z: torch.Tensor, generator: torch.Generator | None) -> tuple:
+        """z (B, C, h, w) -> (z_q, tokens, losses, stats) of the training forward."""
         losses, stats = {}, {}
         if self.is_discrete:
             out = self.quantizer(z)
@@ -285,8 +295,7 @@ class Tokenizer(nn.Module):
             stats["kl"] = kl.item()
         else:
             z_q = tokens = z
-        reconstruction = (self.decoder(z_q) + 1) / 2
-        return TokenizerOutput(reconstruction, tokens, losses, stats)
+        return z_q, tokens, losses, stats
 
 
 def build_tokenizer(preset_or_config: str | TokenizerConfig | dict, **overrides) -> Tokenizer:

@@ -14,6 +14,10 @@ The fixes for codebook collapse that notebook 03 switches on one by one:
 - l2-normalized (cosine) codes and a low-dimensional lookup space: Vector-quantized Image Modeling
   with Improved VQGAN (Yu et al., 2021), https://arxiv.org/abs/2110.04627.
 
+Data-parallel training (torchrun): every rank's EMA statistics and code usage are summed over the
+ranks, and k-means init and restarts draw from the gathered batch on rank 0 and broadcast their
+choice, so all ranks keep one codebook, the one a single process with the global batch would keep.
+
 Shapes: z (B, C, H, W) from the encoder; inside, N = B*H*W vectors of D = code_dim features and a
 codebook of K rows.
 """
@@ -27,6 +31,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from course_lib.engine.distributed import all_gather_cat, all_reduce_sum_, broadcast_
 from course_lib.tokenizers.kmeans import kmeans
 from course_lib.tokenizers.quantizer import QuantizerOutput, usage_stats
 
@@ -185,6 +190,7 @@ class VectorQuantizer(nn.Module):
         # 1. this batch: how many vectors chose each code, and their sum
         counts = torch.bincount(indices, minlength=k).to(z.dtype)  # (K,)
         sums = torch.zeros_like(self.ema_sums).index_add_(0, indices, z)  # (K, D)
+        all_reduce_sum_(counts), all_reduce_sum_(sums)  # under torchrun: the global batch's statistics
         # 2. exponential moving averages of both (VQ-VAE appendix A.1, eqs. 6-7)
         self.ema_counts.mul_(decay).add_(counts, alpha=1 - decay)
         self.ema_sums.mul_(decay).add_(sums, alpha=1 - decay)
@@ -199,7 +205,7 @@ class VectorQuantizer(nn.Module):
         """k-means on the first training batch of encoder outputs z (N, D) gives the starting codebook."""
         if bool(self.initialized):
             return
-        k = self.codebook_size
+        k, z = self.codebook_size, all_gather_cat(z)  # (N, D) of the global batch
         if len(z) < k:  # a batch with fewer vectors than codes: draw k of them with repetition
             z = z[torch.randint(len(z), (k,), device=z.device)]
         # the seed comes from the global generator, so seed_everything makes the init reproducible
@@ -207,12 +213,13 @@ class VectorQuantizer(nn.Module):
         centroids = kmeans(z, k, self.config.kmeans_iters, generator)  # lesson 01's k-means, (K, D)
         if self.config.distance == "cosine":
             centroids = F.normalize(centroids, dim=-1)  # k-means ran on unit vectors; put the means back on the sphere
+        broadcast_(centroids)  # ranks draw different random numbers: rank 0's codebook is everyone's
         self._set_codes(torch.ones_like(self.unused_steps, dtype=torch.bool), centroids)
         self.initialized.fill_(True)
 
     @torch.no_grad()
     def _track_usage(self, indices: torch.Tensor) -> None:
-        used = torch.bincount(indices, minlength=self.codebook_size) > 0  # (K,)
+        used = all_reduce_sum_(torch.bincount(indices, minlength=self.codebook_size)) > 0  # (K,) on any rank
         self.unused_steps.add_(1).masked_fill_(used, 0)
 
     @torch.no_grad()
@@ -224,7 +231,8 @@ class VectorQuantizer(nn.Module):
         num_dead = int(dead.sum())
         if num_dead == 0:
             return
-        samples = z[torch.randint(z.shape[0], (num_dead,), device=z.device)]  # (num_dead, D)
+        z = all_gather_cat(z)  # (N, D) of the global batch
+        samples = broadcast_(z[torch.randint(z.shape[0], (num_dead,), device=z.device)])  # (num_dead, D)
         self._set_codes(dead, samples)
         self.unused_steps.masked_fill_(dead, 0)
 

@@ -4,6 +4,7 @@
     python -m course_lib.train tokenizer --preset fsq-f4 --data folder:~/pictures --steps 5000 \\
         --out runs/fsq.pt --set widths=(32,64,96)
     python -m course_lib.train tokenizer ... --out runs/vq-f4.pt --resume   # continue an interrupted run
+    torchrun --nproc_per_node=4 -m course_lib.train tokenizer ...   # data-parallel, --batch-size is global
 
 Images are resized and converted to the preset's size and channels. The checkpoint holds the weights,
 the config, the training state (for ``--resume``) and metadata with the test metrics; evaluate it with
@@ -27,9 +28,10 @@ import torch  # noqa: E402
 from course_lib.datasets import DatasetUnavailable
 from course_lib.datasets.augment import augment_images
 from course_lib.datasets.images import load_images
+from course_lib.engine import distributed
 from course_lib.engine.checkpoints import CheckpointError, check_metadata, load_checkpoint, update_metadata
 from course_lib.engine.seeding import seed_everything
-from course_lib.engine.training import TrainConfig, TrainingDiverged, TrainResult, train
+from course_lib.engine.training import Accelerate, TrainConfig, TrainingDiverged, TrainResult, train
 from course_lib.evaluation.reconstruction import evaluate_tokenizer
 from course_lib.tokenizers.losses import TokenizerLoss
 from course_lib.tokenizers.tokenizer import Tokenizer, build_tokenizer, tokenizer_presets
@@ -40,7 +42,8 @@ EVAL_IMAGES = 256  # periodic evaluation during training: PSNR and usage on this
 def train_tokenizer(preset: str, data: str, config: TrainConfig, out: str | Path | None = None,
                     overrides: dict | None = None, n_train: int | None = None, n_test: int = 1024,
                     augment: bool = False, resume: bool = False, progress: bool = True,
-                    device: str | None = None) -> tuple[Tokenizer, TrainResult, dict | None]:
+                    device: str | None = None, accelerate: Accelerate | None = None,
+                    ) -> tuple[Tokenizer, TrainResult, dict | None]:
     """Build ``preset`` (with ``overrides``), train it on ``data``, and evaluate it on the test split.
 
     ``augment`` trains on :func:`augment_images` variants of the training images.
@@ -64,7 +67,9 @@ def train_tokenizer(preset: str, data: str, config: TrainConfig, out: str | Path
         check_metadata(load_checkpoint(out)["metadata"], {k: metadata[k] for k in same}, out)
     eval_fn = None if test_images is None else _periodic_eval(test_images[:EVAL_IMAGES])
     result = train(model, train_images, config, loss_fn=TokenizerLoss(), eval_fn=eval_fn, checkpoint=out,
-                   resume=resume, metadata=metadata, device=device, progress=progress)
+                   resume=resume, metadata=metadata, device=device, progress=progress, accelerate=accelerate)
+    if not distributed.setup(device).is_main:  # under torchrun, rank 0 evaluates and writes
+        return model, result, None
     metrics = None if test_images is None else evaluate_tokenizer(model, test_images)
     if out is not None:
         test_set = None if test_images is None else {"data": data, "split": "test", "n": len(test_images)}
@@ -123,6 +128,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue the run saved at --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--device", default=None, help="cpu, cuda or mps (default: best available)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on long gpu runs)")
+    p.add_argument("--no-bf16", action="store_true", help="train in float32 on cuda too (default: bf16 autocast)")
     return parser.parse_args(argv)
 
 
@@ -137,7 +144,8 @@ def run(args: argparse.Namespace) -> str:
                          eval_every=eval_every, checkpoint_every=eval_every)
     model, result, metrics = train_tokenizer(args.preset, args.data, config, args.out, parse_overrides(args.set),
                                              args.n_train, args.n_test, args.augment, args.resume,
-                                             device=args.device)
+                                             device=args.device,
+                                             accelerate=Accelerate(bf16=not args.no_bf16, compile=args.compile))
     summary = f"saved {args.out}: {result.steps} steps in {result.seconds:.0f} s"
     if metrics:
         summary += ", test " + ", ".join(f"{k} {metrics[k]:.4g}" for k in ("psnr", "ssim", "usage") if metrics[k] is not None)
@@ -147,13 +155,17 @@ def run(args: argparse.Namespace) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        print(run(args))
+        summary = run(args)
+        if distributed.setup(args.device).is_main:
+            print(summary)
     except (ValueError, DatasetUnavailable, CheckpointError, TrainingDiverged, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted; continue with the same command plus --resume", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()
     return 0
 
 

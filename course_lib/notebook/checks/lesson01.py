@@ -37,8 +37,9 @@ def _nearest_cases(g: torch.Generator) -> list[Case]:
 
 register(Exercise(
     name="patchify", lesson=LESSON, reference=patchify, make_cases=_patchify_cases,
-    hint="rearrange(images, 'b c (h p1) (w p2) -> b (h w) (p1 p2 c)', p1=p, p2=p): patches in raster "
-         "order, and inside a patch rows, then columns, then channels",
+    hint="see the image as a grid of p x p squares: name the grid axes and the axes inside a square "
+         "separately (einops can split height into two axes), then flatten each square; patches go in "
+         "raster order, and inside a patch rows, then columns, then channels",
 ))
 register(Exercise(
     name="unpatchify", lesson=LESSON, reference=unpatchify, make_cases=_unpatchify_cases,
