@@ -151,13 +151,14 @@ def command(box: Box, uid: int | None, tmp_mb: int) -> list[str]:
         elif os.path.isdir(path):
             args += ["--ro-bind", path, path]
     args += [a for name in ETC for a in ("--ro-bind-try", f"/etc/{name}", f"/etc/{name}")]
+    # /tmp before the environment: a venv that lives under /tmp (a fresh clone there) is mounted on top
+    size = ["--size", str(tmp_mb << 20)] if _has_option("--size") else []  # bubblewrap 0.7 and later
+    args += ["--proc", "/proc", "--dev", "/dev", *size, "--perms", "1777", "--tmpfs", "/tmp"]
     for path in _python_dirs():
         args += _dirs_to(path) + ["--ro-bind", path, path]
     for kind, source, target in binds:
         args += _dirs_to(target) + [kind, source, target]
-    size = ["--size", str(tmp_mb << 20)] if _has_option("--size") else []  # bubblewrap 0.7 and later
-    args += ["--proc", "/proc", "--dev", "/dev", *size, "--perms", "1777", "--tmpfs", "/tmp",
-             "--remount-ro", "/", "--chdir", "/tmp"]
+    args += ["--remount-ro", "/", "--chdir", "/tmp"]
     for key, value in environment("/tmp", "/course").items():
         args += ["--setenv", key, value]
     return args + [sys.executable, "-s", "-B", "/grading/runner.py", "/grading/job.json"]
