@@ -108,7 +108,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = commands.add_parser("tokenizer", help="train an image tokenizer")
     p.add_argument("--preset", required=True, choices=sorted(tokenizer_presets), metavar="PRESET",
                    help=f"one of {', '.join(sorted(tokenizer_presets))}")
-    p.add_argument("--data", required=True, help="shapes, photos, glyphs, mnist, fashion_mnist, cifar10 or folder:PATH")
+    p.add_argument("--data", required=True, help="shapes, photos, glyphs, digits, mnist, fashion_mnist, cifar10 or folder:PATH")
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--out", required=True, type=Path, help="checkpoint to write (.pt)")
     p.add_argument("--batch-size", type=int, default=64)
