@@ -49,7 +49,7 @@ def _classifier(data: str, label, steps: int = 1200) -> Recipe:
 
 def _gpt(data: str, needs: tuple[str, ...], steps: int, **options) -> Recipe:
     """A GPT on the tokens of ``needs[0]`` (a tokenizer), scored by ``needs[1]`` (a classifier) if given."""
-    train = TrainConfig(steps=steps, batch_size=64, lr=2e-3, warmup=200, weight_decay=0.05,
+    train = TrainConfig(steps=steps, batch_size=32, lr=2e-3, warmup=100, weight_decay=0.05,
                         eval_every=steps // 5, checkpoint_every=steps // 10)
     return Recipe("gpt", "gpt-small", data, train, needs=needs, **options)
 
@@ -69,9 +69,9 @@ RECIPES: dict[str, Recipe] = {
     "classifier-shapes": _classifier("shapes", ("shape", "colour")),
     "classifier-digits": _classifier("digits", "char"),
     # lesson 07: class-conditional GPTs (scored with guidance 3) and the photo compressor's prior
-    "gpt-shapes": _gpt("shapes", ("vq-f4-shapes", "classifier-shapes"), 1500, label=("shape", "colour"),
+    "gpt-shapes": _gpt("shapes", ("vq-f4-shapes", "classifier-shapes"), 1200, label=("shape", "colour"),
                        sampling={"cfg": 3.0}),
-    "gpt-digits": _gpt("digits", ("vq-f4-glyphs", "classifier-digits"), 1500, label="char", sampling={"cfg": 3.0}),
+    "gpt-digits": _gpt("digits", ("vq-f4-glyphs", "classifier-digits"), 1200, label="char", sampling={"cfg": 3.0}),
     "gpt-photos": _gpt("photos", ("vq-f4-photos",), 1000, n_train=16384),
 }
 
