@@ -35,9 +35,9 @@ def test_conditional_samples_reach_the_class_accuracy_target(name):
     scores = read_metadata(CHECKPOINT_DIR / f"{name}.pt")["sample_metrics"]
     assert scores["n"] >= 1000 and scores["sampling"] == RECIPES[name].sampling
     assert scores["samples"]["class_accuracy"] >= 0.9
-    # the ceiling (the tokenizer's reconstructions) is above the floor, and samples are not better than real
-    assert scores["floor"]["frechet_distance"] <= scores["ceiling"]["frechet_distance"]
-    assert scores["samples"]["frechet_distance"] >= scores["floor"]["frechet_distance"]
+    # floor and ceiling differ by sampling noise only (tests/test_yardstick.py: random tokens are ~100x
+    # farther); samples stay within a few times the ceiling
+    assert scores["samples"]["frechet_distance"] < 5 * max(scores["ceiling"]["frechet_distance"], 1.0)
 
 
 def test_photo_gpt_compresses_test_tokens_exactly_near_its_nll():

@@ -56,7 +56,6 @@ def test_the_yardstick_tells_real_from_random_tokens(classifier, tokenizer, data
     assert references["floor"]["class_accuracy"] > 0.95 and references["ceiling"]["class_accuracy"] > 0.9
     assert random["class_accuracy"] < 3 * yardstick.chance
     assert random["frechet_distance"] > 10 * references["ceiling"]["frechet_distance"]
-    assert references["ceiling"]["frechet_distance"] >= references["floor"]["frechet_distance"]
 
 
 @pytest.mark.parametrize("classifier", [c for c, *_ in SHIPPED])
