@@ -9,8 +9,8 @@ from course_lib.paths import CHECKPOINT_DIR
 from course_lib.tools.train_classifier import labelled_images
 
 # (classifier, tokenizer, data, label) of each shipped yardstick
-SHIPPED = [("classifier-shapes", "vq-f4-shapes", "shapes", ("shape", "colour")),
-           ("classifier-digits", "vq-f4-glyphs", "digits", "char")]
+SHIPPED = [("classifier-shapes", "vq-f8-shapes", "shapes", ("shape", "colour")),
+           ("classifier-digits", "vq-f8-glyphs", "digits", "char")]
 
 
 def test_frechet_distance_of_gaussians_is_the_closed_form():

@@ -47,9 +47,9 @@ def _classifier(data: str, label, steps: int = 1200) -> Recipe:
     return Recipe("classifier", "classifier-small", data, _steps(steps, 64), label=label)
 
 
-def _gpt(data: str, needs: tuple[str, ...], steps: int, **options) -> Recipe:
+def _gpt(data: str, needs: tuple[str, ...], steps: int, batch_size: int, **options) -> Recipe:
     """A GPT on the tokens of ``needs[0]`` (a tokenizer), scored by ``needs[1]`` (a classifier) if given."""
-    train = TrainConfig(steps=steps, batch_size=32, lr=2e-3, warmup=100, weight_decay=0.05,
+    train = TrainConfig(steps=steps, batch_size=batch_size, lr=2e-3, warmup=100, weight_decay=0.05,
                         eval_every=steps // 5, checkpoint_every=steps // 10)
     return Recipe("gpt", "gpt-small", data, train, needs=needs, **options)
 
@@ -63,16 +63,18 @@ RECIPES: dict[str, Recipe] = {
     "vq-f4-photos": _tokenizer("vq-f4", "photos", _steps(8000, 32), n_train=16384, augment=True),
     "fsq-f4-photos": _tokenizer("fsq-f4", "photos", _steps(8000, 32), n_train=16384, augment=True),
     "kl-f4-photos": _tokenizer("kl-f4", "photos", _steps(8000, 32), n_train=16384, augment=True),
-    # glyphs are grey: one input channel; the tokens of lesson 07's digit GPT
-    "vq-f4-glyphs": _tokenizer("vq-f4", "glyphs", _steps(1500, 64), overrides={"in_channels": 1}),
+    # lesson 07's class-conditional GPTs model these: 4x4 grids of K = 256 (a GPT on 8x8 grids of K = 1024
+    # trained for the same minutes drew shapes of the right colour but only 60% of the right shape)
+    "vq-f8-shapes": _tokenizer("vq-f8", "shapes", _steps(1500, 64), overrides={"codebook_size": 256}),
+    "vq-f8-glyphs": _tokenizer("vq-f8", "glyphs", _steps(1500, 64), overrides={"in_channels": 1, "codebook_size": 256}),  # grey
     # the yardstick of lesson 07's samples: the classes its conditional GPTs are asked for
     "classifier-shapes": _classifier("shapes", ("shape", "colour")),
     "classifier-digits": _classifier("digits", "char"),
     # lesson 07: class-conditional GPTs (scored with guidance 3) and the photo compressor's prior
-    "gpt-shapes": _gpt("shapes", ("vq-f4-shapes", "classifier-shapes"), 1200, label=("shape", "colour"),
+    "gpt-shapes": _gpt("shapes", ("vq-f8-shapes", "classifier-shapes"), 2000, 64, label=("shape", "colour"),
                        sampling={"cfg": 3.0}),
-    "gpt-digits": _gpt("digits", ("vq-f4-glyphs", "classifier-digits"), 1200, label="char", sampling={"cfg": 3.0}),
-    "gpt-photos": _gpt("photos", ("vq-f4-photos",), 1000, n_train=16384),
+    "gpt-digits": _gpt("digits", ("vq-f8-glyphs", "classifier-digits"), 2000, 64, label="char", sampling={"cfg": 3.0}),
+    "gpt-photos": _gpt("photos", ("vq-f4-photos",), 1000, 32, n_train=16384),
 }
 
 
