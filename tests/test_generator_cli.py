@@ -117,3 +117,19 @@ def test_compress_fails_cleanly(runs, tmp_path, capsys):
     archive.write_bytes(b"JUNKJUNK")
     assert compress_tool.main_decompress([str(archive), "--out", str(tmp_path / "out")]) == 1
     assert "not a token archive" in capsys.readouterr().err
+
+
+def test_sample_defaults_to_the_recipes_settings(capsys, tmp_path, monkeypatch):
+    seen = {}
+    from course_lib.generators.gpt import GPT
+    original = GPT.sample
+
+    def spy(self, n, classes=None, **settings):
+        seen.update(settings)
+        return original(self, n, classes, **settings)
+    monkeypatch.setattr(GPT, "sample", spy)
+    assert sample_tool.main(["gpt-shapes", "--n", "2", "--out", str(tmp_path / "g.png")]) == 0
+    recorded = read_metadata(CHECKPOINT_DIR / "gpt-shapes.pt")["sample_metrics"]["sampling"]
+    assert {k: seen[k] for k in recorded} == recorded
+    assert sample_tool.main(["gpt-shapes", "--n", "2", "--cfg", "1.5", "--out", str(tmp_path / "g.png")]) == 0
+    assert seen["cfg"] == 1.5 and seen.get("top_k") == recorded.get("top_k")

@@ -6,7 +6,8 @@
 
 CKPT is a shipped name (``data/checkpoints/NAME.pt``) or a ``.pt`` path. ``--class`` takes a class
 name or index (default: the classes in turn); ``--cfg`` and ``--steps`` exist where the model has
-them (a GPT has guidance but no step count: it always takes one step per token). The checkpoint
+them (a GPT has guidance but no step count: it always takes one step per token). Settings not given
+default to those the checkpoint's scores were measured with (its ``sample_metrics``). The checkpoint
 names its tokenizer, which draws the images. A new generator kind adds its sampler to ``SAMPLERS``.
 """
 from __future__ import annotations
@@ -46,12 +47,17 @@ def sample_gpt(model, args: argparse.Namespace, classes: torch.Tensor | None, ge
                defaults: dict) -> torch.Tensor:
     if args.steps is not None:
         raise ValueError(f"a GPT takes one step per token ({model.config.num_tokens} steps); it has no --steps")
-    cfg = args.cfg if args.cfg is not None else (defaults.get("cfg", 1.0) if classes is not None else 1.0)
-    return model.sample(args.n, classes, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                        cfg=cfg, generator=generator)
+    settings = {**defaults, **{k: v for k, v in _given(args).items() if v is not None}}
+    if classes is None:
+        settings.pop("cfg", None)  # guidance needs a class
+    return model.sample(args.n, classes, generator=generator, **settings)
 
 
-# generator kind (metadata "kind") -> sampler(model, args, classes, generator, recorded sampling) -> grids
+def _given(args: argparse.Namespace) -> dict:
+    return {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "cfg": args.cfg}
+
+
+# generator kind (metadata "kind") -> sampler(model, args, classes, generator, the recipe's sampling) -> grids
 SAMPLERS: dict[str, Callable] = {"gpt": sample_gpt}
 
 
@@ -87,11 +93,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="grid PNG to write")
     parser.add_argument("--save-dir", type=Path, default=None, help="folder for one PNG per sample")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the recipe's, 1 = none)")
+    parser.add_argument("--cfg", type=float, default=None, help="guidance scale (1 = none; default: the recipe's)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps, for generators that have them")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=None)
-    parser.add_argument("--top-p", type=float, default=None)
+    parser.add_argument("--temperature", type=float, default=None, help="default: the recipe's, else 1")
+    parser.add_argument("--top-k", type=int, default=None, help="default: the recipe's, else none")
+    parser.add_argument("--top-p", type=float, default=None, help="default: the recipe's, else none")
     parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: best available)")
     return parser.parse_args(argv)
 
@@ -113,7 +119,8 @@ def run(args: argparse.Namespace) -> dict:
     classes = None if not names else torch.full((args.n,), index) if index is not None else torch.arange(args.n) % len(names)
     generator = torch.Generator(device).manual_seed(args.seed)
     began = time.perf_counter()
-    grids = SAMPLERS[kind](model, args, classes, generator, metadata.get("sampling") or {})
+    recipe = (metadata.get("sample_metrics") or {}).get("sampling") or {}  # how the shipped scores were drawn
+    grids = SAMPLERS[kind](model, args, classes, generator, dict(recipe))
     seconds = time.perf_counter() - began
     with torch.no_grad():
         images = tokenizer.decode(grids).clamp(0, 1).cpu()  # (n, C, H, W)

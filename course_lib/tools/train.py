@@ -4,8 +4,8 @@
     python -m course_lib.train tokenizer --preset fsq-f4 --data folder:~/pictures --steps 5000 \\
         --out runs/fsq.pt --set widths=(32,64,96)
     python -m course_lib.train tokenizer ... --out runs/vq-f4.pt --resume   # continue an interrupted run
-    python -m course_lib.train gpt --tokenizer vq-f4-shapes --data shapes --label shape,colour \
-        --steps 1500 --out runs/gpt-shapes.pt                                # class-conditional GPT
+    python -m course_lib.train gpt --tokenizer vq-f8-shapes --data shapes --label shape,colour \
+        --steps 2000 --out runs/gpt-shapes.pt                                # class-conditional GPT
 
 Images are resized and converted to the preset's size and channels. The checkpoint holds the weights,
 the config, the training state (for ``--resume``) and metadata with the test metrics; evaluate it with
@@ -133,7 +133,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def _gpt_parser(commands) -> None:
     p = commands.add_parser("gpt", help="train a GPT on a tokenizer's token grids")
-    p.add_argument("--tokenizer", required=True, help="a discrete tokenizer: shipped name (vq-f4-shapes) or .pt path")
+    p.add_argument("--tokenizer", required=True, help="a discrete tokenizer: shipped name (vq-f8-shapes) or .pt path")
     p.add_argument("--data", required=True, help="the dataset to encode: shapes, photos, glyphs, digits, ...")
     p.add_argument("--label", default=None, help="condition on this label (several: shape,colour); default: none")
     p.add_argument("--preset", default="gpt-small", choices=sorted(gpt_presets))

@@ -1,6 +1,6 @@
 """Train a GPT on a tokenizer's token grids, and measure it: test NLL, and the yardstick on its samples.
 
-    python -m course_lib.train gpt --tokenizer vq-f4-shapes --data shapes --label shape,colour --steps 1500 \\
+    python -m course_lib.train gpt --tokenizer vq-f8-shapes --data shapes --label shape,colour --steps 2000 \\
         --out runs/gpt-shapes.pt
 
 The tokenizer (a shipped name or a checkpoint path) encodes the dataset once (cached in
