@@ -91,7 +91,37 @@ WRONG = {
         "missing the 1/2": lambda m, lv: (m ** 2 + lv.exp() - 1 - lv).flatten(1).sum(1).mean(),
         "sign of logvar flipped": lambda m, lv: (0.5 * (m ** 2 + lv.exp() - 1 + lv)).flatten(1).sum(1).mean(),
     },
+    "next_token_loss": {
+        "no shift": lambda lo, s: F.cross_entropy(lo.flatten(0, 1), s.flatten()),
+        "shifted the wrong way": lambda lo, s: F.cross_entropy(lo[:, 1:].flatten(0, 1), s[:, :-1].flatten()),
+        "summed, not averaged": lambda lo, s: F.cross_entropy(lo[:, :-1].flatten(0, 1), s[:, 1:].flatten(),
+                                                              reduction="sum"),
+        "mean of per-sequence sums": lambda lo, s: F.cross_entropy(lo[:, :-1].flatten(0, 1), s[:, 1:].flatten(),
+                                                                   reduction="sum") / len(s),
+    },
+    "sample_step": {
+        "multiplies by the temperature": lambda lo, t, k, generator: _draw(lo * t, k, generator),
+        "ignores top_k": lambda lo, t, k, generator: _draw(lo / t, None, generator),
+        "index inside the top k": lambda lo, t, k, generator: _draw_in_top_k(lo / t, k, generator),
+        "greedy": lambda lo, t, k, generator: lo.argmax(-1),
+    },
+    "cfg_logits": {
+        "pushes from the conditional": lambda c, u, s: c + s * (c - u),
+        "pushes the wrong way": lambda c, u, s: u + s * (u - c),
+        "ignores the scale": lambda c, u, s: c,
+    },
 }
+
+
+def _draw(logits, k, generator):
+    if k is not None:
+        logits = logits.masked_fill(logits < logits.topk(k, dim=-1).values[:, -1:], float("-inf"))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
+
+
+def _draw_in_top_k(logits, k, generator):
+    values = logits.topk(k or logits.shape[-1], dim=-1).values  # forgets to map back to vocabulary indices
+    return torch.multinomial(values.softmax(-1), 1, generator=generator)[:, 0]
 
 
 def _fsq_wrong(z, levels, offset=True, ste=True, normalize=True):

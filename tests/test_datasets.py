@@ -12,7 +12,7 @@ from course_lib.datasets import DatasetUnavailable, ImageSet, check_images, load
 from course_lib.datasets import downloads, photos
 
 
-@pytest.mark.parametrize("name,channels", [("shapes", 3), ("photos", 3), ("glyphs", 1)])
+@pytest.mark.parametrize("name,channels", [("shapes", 3), ("photos", 3), ("glyphs", 1), ("digits", 1)])
 def test_offline_sets_follow_the_convention(name, channels):
     data = load_dataset(name, "test", n=64, seed=1)
     assert data.images.shape == (64, channels, 32, 32)
@@ -24,7 +24,7 @@ def test_offline_sets_follow_the_convention(name, channels):
         assert 0 <= values.min() and values.max() < len(data.classes[key])
 
 
-@pytest.mark.parametrize("name", ["shapes", "photos", "glyphs"])
+@pytest.mark.parametrize("name", ["shapes", "photos", "glyphs", "digits"])
 def test_same_seed_same_tensors_other_seed_other_tensors(name):
     a = datasets._offline.__wrapped__(name, "train", 32, 7, None)
     b = datasets._offline.__wrapped__(name, "train", 32, 7, None)

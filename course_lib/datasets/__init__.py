@@ -7,6 +7,7 @@ Every set returns an :class:`ImageSet` whose images are float32 (N, C, H, W) in 
 | ``shapes``      | (N, 3, 32, 32)     | shape, colour, size, position       | drawn procedurally          |
 | ``photos``      | (N, 3, size, size) | source                              | photos inside installed wheels |
 | ``glyphs``      | (N, 1, size, size) | char, font                          | matplotlib's fonts          |
+| ``digits``      | (N, 1, size, size) | char (0-9), font                    | the glyphs of 0-9 only      |
 | ``mnist``       | (N, 1, 28, 28)     | class                               | torchvision (download)      |
 | ``fashion_mnist`` | (N, 1, 28, 28)   | class                               | torchvision (download)      |
 | ``cifar10``     | (N, 3, 32, 32)     | class                               | torchvision (download)      |
@@ -18,14 +19,14 @@ import functools
 
 from .downloads import DatasetUnavailable, load_cifar10, load_idx_set
 from .folder import load_folder
-from .glyphs import make_glyphs
+from .glyphs import DIGITS, make_glyphs
 from course_lib.paths import data_dir
 
 from .imageset import ImageSet, check_images
 from .photos import astronaut, make_photo_crops, photo, photo_names
 from .shapes import make_shapes
 
-OFFLINE = ("shapes", "photos", "glyphs")
+OFFLINE = ("shapes", "photos", "glyphs", "digits")
 DOWNLOADABLE = ("mnist", "fashion_mnist", "cifar10")
 NAMES = (*OFFLINE, *DOWNLOADABLE, "folder:PATH")
 SPLITS = ("train", "test")
@@ -68,4 +69,6 @@ def _offline(name: str, split: str, n: int, seed: int, size: int | None) -> Imag
         return make_shapes(n, seed=seed, split=split, size=size or 32)
     if name == "photos":
         return make_photo_crops(n, size=size or 32, split=split, seed=seed)
+    if name == "digits":
+        return make_glyphs(n, seed=seed, split=split, size=size or 32, characters=DIGITS)
     return make_glyphs(n, seed=seed, split=split, size=size or 32)

@@ -21,7 +21,7 @@ from course_lib.paths import data_dir
 
 from .imageset import ImageSet
 
-OFFLINE_SETS = ("shapes", "photos", "glyphs", "folder:PATH")
+OFFLINE_SETS = ("shapes", "photos", "glyphs", "digits", "folder:PATH")
 PROBE_TIMEOUT_S = 3.0
 _IDX = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST}
 _IDX_FOLDER = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}

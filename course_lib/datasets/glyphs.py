@@ -16,26 +16,31 @@ from PIL import Image, ImageDraw, ImageFont
 from .imageset import ImageSet, split_seed
 
 CHARACTERS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+DIGITS = CHARACTERS[:10]
 FONTS = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf",
          "DejaVuSansMono.ttf", "DejaVuSans-Oblique.ttf", "STIXGeneral.ttf", "STIXGeneralBol.ttf")
 
 
-def make_glyphs(n: int, seed: int = 0, split: str = "train", size: int = 32) -> ImageSet:
-    """``n`` grey glyph images (N, 1, size, size) in [0, 1], labelled by ``char`` and ``font``."""
+def make_glyphs(n: int, seed: int = 0, split: str = "train", size: int = 32,
+                characters: str = CHARACTERS) -> ImageSet:
+    """``n`` grey glyph images (N, 1, size, size) in [0, 1], labelled by ``char`` (an index into
+    ``characters``) and ``font``."""
     if n < 1 or size < 8:
         raise ValueError(f"need n >= 1 and size >= 8, got n={n}, size={size}")
+    if not characters or len(set(characters)) != len(characters):
+        raise ValueError(f"characters must be distinct and at least one, got {characters!r}")
     rng = np.random.default_rng(split_seed(seed, split))
-    chars = rng.integers(len(CHARACTERS), size=n)
+    chars = rng.integers(len(characters), size=n)
     fonts = rng.integers(len(FONTS), size=n)
     scales = rng.uniform(0.55, 0.8, size=n)
     angles = rng.uniform(-12, 12, size=n)
     shifts = rng.uniform(-0.1, 0.1, size=(n, 2))
-    images = np.stack([_render(CHARACTERS[c], FONTS[f], s, a, d, size)
+    images = np.stack([_render(characters[c], FONTS[f], s, a, d, size)
                        for c, f, s, a, d in zip(chars, fonts, scales, angles, shifts)])
     images = torch.from_numpy(images).float()[:, None] / 255  # (N, 1, H, W)
     labels = {"char": torch.from_numpy(chars).long(), "font": torch.from_numpy(fonts).long()}
-    classes = {"char": list(CHARACTERS), "font": [f.removesuffix(".ttf") for f in FONTS]}
-    return ImageSet("glyphs", split, images, labels, classes)
+    classes = {"char": list(characters), "font": [f.removesuffix(".ttf") for f in FONTS]}
+    return ImageSet("glyphs" if characters == CHARACTERS else "digits", split, images, labels, classes)
 
 
 @functools.lru_cache(maxsize=None)

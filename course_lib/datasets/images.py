@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from . import load_dataset
 
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as PIL's "L" mode
-_SIZED = ("shapes", "photos", "glyphs")  # generated at the size asked for; others are resized after loading
+_SIZED = ("shapes", "photos", "glyphs", "digits")  # generated at the size asked for; others are resized after loading
 
 
 def load_images(name: str, split: str, channels: int, size: int, n: int | None = None, seed: int = 0) -> torch.Tensor:

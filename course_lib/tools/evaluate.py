@@ -24,7 +24,7 @@ from course_lib.evaluation.reconstruction import evaluate_tokenizer
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m course_lib.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", help="a .pt file written by course_lib.train or make_checkpoints")
-    parser.add_argument("--data", required=True, help="shapes, photos, glyphs, mnist, fashion_mnist, cifar10 "
+    parser.add_argument("--data", required=True, help="shapes, photos, glyphs, digits, mnist, fashion_mnist, cifar10 "
                                                       "or folder:PATH")
     parser.add_argument("--split", default="test", choices=("train", "test", "all"), help="all: a whole folder")
     parser.add_argument("--n", type=int, default=None, help="evaluate the first N images (default: 1024 test / "

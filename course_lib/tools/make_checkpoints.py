@@ -44,7 +44,8 @@ def make(name: str, force: bool = False, progress: bool = True) -> dict:
     result = BUILDERS[recipe.kind](recipe, run, progress)
     # the run records its own wall and cpu seconds (summed over resumed sessions); wall time depends on
     # what else runs on the machine, cpu time (all threads) much less so
-    update_metadata(run, recipe=name, machine=_machine(), resumed=result.steps < recipe.train.steps)
+    update_metadata(run, recipe=name, needs=list(recipe.needs), machine=_machine(),
+                    resumed=result.steps < recipe.train.steps)
     export_weights(run, out)
     size = out.stat().st_size
     if size > MAX_BYTES:
@@ -63,7 +64,11 @@ def summary_line(name: str) -> str:
         return f"{name:16s} (not made yet)"
     metadata, size = read_metadata(path), path.stat().st_size / 2**20
     metrics = metadata.get("test_metrics") or {}
-    parts = [f"{k} {metrics[k]:.4g}" for k in ("psnr", "ssim", "usage", "perplexity") if metrics.get(k) is not None]
+    keys = ("psnr", "ssim", "usage", "perplexity", "accuracy", "bits_per_token", "bits_per_image")
+    parts = [f"{k} {metrics[k]:.4g}" for k in keys if metrics.get(k) is not None]
+    samples = (metadata.get("sample_metrics") or {}).get("samples")
+    if samples:
+        parts.append(f"sample class accuracy {samples['class_accuracy']:.3f}")
     times = f"{metadata.get('train_seconds', 0):5.0f} s wall, {metadata.get('cpu_seconds', 0):5.0f} s cpu"
     return f"{name:16s} {size:4.1f} MB  {times}  " + ", ".join(parts)
 

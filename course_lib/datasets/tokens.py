@@ -1,0 +1,145 @@
+"""Token datasets: a course dataset encoded once by a tokenizer, cached as token grids with class labels.
+
+Paper: Taming Transformers for High-Resolution Image Synthesis (Esser et al., 2021),
+https://arxiv.org/abs/2012.09841 -- the second stage trains on the first stage's token grids, so
+the images are encoded once, not at every step of the generator.
+
+Generators of lessons 07-09 train on :class:`TokenSet` s. The tokenizer is any object with
+``encode(images) -> (B, h, w)`` integer grids, a ``config`` with ``image_size`` and
+``autoencoder.in_channels``, and a ``state_dict`` (its weights key the cache, so a retrained
+tokenizer never reads stale tokens). The cache lives in ``data/tokens/`` (git-ignored).
+
+A class is one label (``"char"``) or several combined (``("shape", "colour")`` -> 24 classes named
+``"circle-red"``, ...): :func:`class_label`.
+
+Shapes: N images, h w the token grid.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from course_lib.paths import data_dir
+
+from . import load_dataset
+from .images import _SIZED, convert_images
+
+FORMAT = "course_lib.tokens/1"
+
+
+@dataclass
+class TokenSet:
+    """Token grids (N, h, w) int64 with the class of each grid (N,) and the class names."""
+
+    name: str
+    split: str
+    tokens: torch.Tensor
+    classes: torch.Tensor
+    class_names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.tokens.ndim != 3 or self.tokens.dtype != torch.long:
+            raise ValueError(f"expected token grids (N, h, w) of int64, got {tuple(self.tokens.shape)} {self.tokens.dtype}")
+        if self.classes.shape != (len(self.tokens),):
+            raise ValueError(f"expected one class per grid, ({len(self.tokens)},), got {tuple(self.classes.shape)}")
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return tuple(self.tokens.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def class_label(images, keys: str | tuple[str, ...] | None) -> tuple[torch.Tensor, list[str]]:
+    """The class of each item of an ImageSet (N,) and the class names, from one label or several combined.
+
+    Several labels combine in mixed radix, the first one most significant: ("shape", "colour") gives
+    class shape * 6 + colour, named "circle-red". None: no classes (all zeros, no names).
+    """
+    if keys is None:
+        return torch.zeros(len(images), dtype=torch.long), []
+    keys = (keys,) if isinstance(keys, str) else tuple(keys)
+    classes, names = torch.zeros(len(images), dtype=torch.long), [""]
+    for key in keys:
+        values, options = images.label(key), images.classes[key]
+        classes = classes * len(options) + values
+        names = [f"{a}-{b}" if a else b for a in names for b in options]
+    return classes, names
+
+
+def encode_dataset(tokenizer, data: str, split: str, label: str | tuple[str, ...] | None = None,
+                   n: int | None = None, seed: int = 0, cache: bool = True, batch_size: int = 256) -> TokenSet:
+    """``data``'s ``split`` encoded by ``tokenizer`` into a :class:`TokenSet`, read from the cache when
+    this tokenizer (same weights) has encoded these arguments before."""
+    config = tokenizer.config
+    channels, size = config.autoencoder.in_channels, config.image_size
+    path = cache_path(tokenizer, data, split, label, n, seed)
+    if cache and path.is_file():
+        return _load(path)
+    sized = data in _SIZED or data.startswith("folder:")  # others come at their native size
+    images = load_dataset(data, split, n=n, seed=seed, size=size if sized else None)
+    classes, names = class_label(images, label)
+    pixels = convert_images(images.images, channels, size)  # (N, C, S, S)
+    tokens = _encode(tokenizer, pixels, batch_size)  # (N, h, w)
+    result = TokenSet(data, split, tokens, classes, names)
+    if cache:
+        _save(result, path)
+    return result
+
+
+@torch.no_grad()
+def _encode(tokenizer, pixels: torch.Tensor, batch_size: int) -> torch.Tensor:
+    was_training = getattr(tokenizer, "training", False)
+    tokenizer.eval()
+    try:
+        device = next(tokenizer.parameters()).device
+        grids = [tokenizer.encode(batch.to(device)).cpu() for batch in pixels.split(batch_size)]
+    finally:
+        tokenizer.train(was_training)
+    tokens = torch.cat(grids).long()
+    if tokens.ndim != 3:
+        raise ValueError(f"expected the tokenizer to encode images into grids (B, h, w), got {tuple(tokens.shape)}"
+                         f"; only a discrete tokenizer (vq, fsq, lfq) makes token datasets")
+    return tokens
+
+
+def fingerprint(tokenizer) -> str:
+    """A hash of the tokenizer's config and weights: the cache key's half that names the tokenizer."""
+    digest = hashlib.sha256(repr(tokenizer.config).encode())
+    for name, value in tokenizer.state_dict().items():
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def cache_path(tokenizer, data: str, split: str, label, n: int | None, seed: int) -> Path:
+    """Where the tokens of these arguments live: ``data/tokens/DATA-SPLIT-...-HASH.pt``."""
+    label_text = "none" if label is None else "+".join((label,) if isinstance(label, str) else label)
+    safe = "".join(ch if ch.isalnum() else "_" for ch in data)
+    arguments = hashlib.sha256(f"{data}|{split}|{label_text}|{n}|{seed}".encode()).hexdigest()[:8]
+    return data_dir() / "tokens" / f"{safe}-{split}-{label_text}-{arguments}-{fingerprint(tokenizer)}.pt"
+
+
+def _save(tokens: TokenSet, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # then rename: never half a file in the cache
+    payload = {"format": FORMAT, "name": tokens.name, "split": tokens.split, "tokens": tokens.tokens,
+               "classes": tokens.classes, "class_names": tokens.class_names}
+    torch.save(payload, temp)
+    os.replace(temp, path)
+
+
+def _load(path: Path) -> TokenSet:
+    payload = torch.load(path, weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a token cache of format {FORMAT!r}; delete it to re-encode")
+    return TokenSet(payload["name"], payload["split"], payload["tokens"], payload["classes"], payload["class_names"])

@@ -1,0 +1,59 @@
+"""Exercises of 07_autoregressive: the shifted next-token loss, one sampling step, the CFG logits."""
+from __future__ import annotations
+
+import torch
+
+from course_lib.generators.sampling import cfg_logits, next_token_loss, sample_step as _sample_step
+from course_lib.notebook.exercises import Case, Exercise, register
+
+LESSON = "07_autoregressive"
+
+
+def sample_step(logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator) -> torch.Tensor:
+    """The exercise's signature of :func:`course_lib.generators.sampling.sample_step` (no top-p)."""
+    return _sample_step(logits, temperature=temperature, top_k=top_k, generator=generator)
+
+
+def _loss_cases(g: torch.Generator) -> list[Case]:
+    cases = []
+    for b, n, k in [(2, 5, 7), (3, 9, 16), (4, 17, 32)]:
+        logits = torch.randn(b, n, k, generator=g) * 2
+        sequence = torch.randint(k, (b, n), generator=g)
+        cases.append(Case((logits, sequence), label=f"logits {(b, n, k)}, sequence {(b, n)}"))
+    return cases
+
+
+def _step_cases(g: torch.Generator) -> list[Case]:
+    cases = []
+    for b, k, temperature, top_k in [(64, 16, 1.0, None), (64, 16, 0.5, 4), (128, 50, 2.0, 10), (64, 8, 1.0, 1)]:
+        logits = torch.randn(b, k, generator=g) * 3
+        seed = int(torch.randint(2**31, (1,), generator=g))
+        cases.append(Case((logits, temperature, top_k), {"seed": seed},
+                          label=f"logits {(b, k)}, temperature {temperature}, top_k {top_k}"))
+    return cases
+
+
+def _run_step(fn, case: Case):
+    # the same fresh generator for the reference and the student: the draws must then agree exactly
+    return fn(*case.args, generator=torch.Generator().manual_seed(case.kwargs["seed"]))
+
+
+def _cfg_cases(g: torch.Generator) -> list[Case]:
+    return [Case((torch.randn(b, k, generator=g), torch.randn(b, k, generator=g), scale),
+                 label=f"cond, uncond {(b, k)}, scale {scale}") for b, k, scale in [(2, 8, 3.0), (4, 16, 1.5), (3, 5, 0.0)]]
+
+
+register(Exercise(
+    name="next_token_loss", lesson=LESSON, reference=next_token_loss, make_cases=_loss_cases,
+    hint="logits[:, i] predicts sequence[:, i + 1]: drop the last position of the logits and the first token "
+         "of the targets, then one F.cross_entropy over all (B * (N - 1)) positions",
+))
+register(Exercise(
+    name="sample_step", lesson=LESSON, reference=sample_step, make_cases=_step_cases, run=_run_step,
+    hint="divide the logits by the temperature; set every logit below the k-th largest to -inf "
+         "(logits.topk(k).values[:, -1:]); softmax; torch.multinomial(probs, 1, generator=generator)[:, 0]",
+))
+register(Exercise(
+    name="cfg_logits", lesson=LESSON, reference=cfg_logits, make_cases=_cfg_cases,
+    hint="start from the unconditional logits and move scale times the step from unconditional to conditional",
+))
