@@ -46,7 +46,7 @@ def mask_ratio(r: torch.Tensor | float, schedule: str = "cosine") -> torch.Tenso
         ratio = 1 - r.sqrt()
     else:  # "linear" and "constant"
         ratio = 1 - r
-    return ratio.clamp(0.0, 1.0)  # cos(pi / 2) is 6e-17, not 0
+    return torch.where(r >= 1, 0.0, ratio)  # cos(pi / 2) is 6e-17 in floating point, not 0
 
 
 def _check_steps(step, steps: int) -> None:
