@@ -27,14 +27,15 @@ import torch
 SCHEDULES = ("cosine", "linear", "square", "sqrt", "constant")
 
 
-def _check_schedule(schedule: str) -> None:
+def check_schedule(schedule: str) -> None:
+    """Raise, naming the known schedules, unless ``schedule`` is one of them."""
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown mask schedule {schedule!r}; choose one of {list(SCHEDULES)}")
 
 
 def mask_ratio(r: torch.Tensor | float, schedule: str = "cosine") -> torch.Tensor:
     """gamma(r): the fraction of tokens still masked at decoding progress r in [0, 1] (same shape as r)."""
-    _check_schedule(schedule)
+    check_schedule(schedule)
     r = torch.as_tensor(r, dtype=torch.float64)
     if r.numel() and (r.min() < 0 or r.max() > 1):
         raise ValueError(f"decoding progress r must lie in [0, 1], got values in [{float(r.min())}, {float(r.max())}]")
@@ -49,7 +50,8 @@ def mask_ratio(r: torch.Tensor | float, schedule: str = "cosine") -> torch.Tenso
     return torch.where(r >= 1, 0.0, ratio)  # cos(pi / 2) is 6e-17 in floating point, not 0
 
 
-def _check_steps(step, steps: int) -> None:
+def check_steps(step, steps: int) -> None:
+    """Raise unless steps is a positive int and step an int in [0, steps)."""
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     if not isinstance(step, int) or not 0 <= step < steps:
@@ -65,8 +67,8 @@ def masked_after(step: int, steps: int, unknown, masked_now, schedule: str = "co
     schedule's count is clamped to [steps - 1 - step, masked_now - 1] (and at 0), as the reference
     code clamps it to [1, masked_now - 1].
     """
-    _check_schedule(schedule)
-    _check_steps(step, steps)
+    check_schedule(schedule)
+    check_steps(step, steps)
     unknown, masked_now = torch.as_tensor(unknown), torch.as_tensor(masked_now)
     if schedule == "constant":
         # reveal unknown // steps per step, one more in the first unknown % steps steps
@@ -85,7 +87,7 @@ def mask_counts(n: int, steps: int, schedule: str = "cosine") -> list[int]:
     """The number of tokens still masked after each of ``steps`` steps, for n tokens masked at the start."""
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int (tokens to generate), got {n!r}")
-    _check_steps(0, steps)
+    check_steps(0, steps)
     counts, masked = [], n
     for step in range(steps):
         masked = int(masked_after(step, steps, n, masked, schedule))
@@ -100,7 +102,7 @@ def training_mask(batch: int, num_tokens: int, schedule: str = "cosine", generat
     MaskGIT section 3.2: per sample, r ~ U[0, 1), then ceil(gamma(r) * N) tokens chosen uniformly
     at random are masked (at least one, so every sample has a target).
     """
-    _check_schedule(schedule)
+    check_schedule(schedule)
     if batch < 1 or num_tokens < 1:
         raise ValueError(f"expected batch >= 1 and num_tokens >= 1, got {batch} and {num_tokens}")
     r = torch.rand(batch, generator=generator, device=device)  # (B,)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from course_lib.generators.mask_schedule import SCHEDULES, mask_ratio, masked_after, training_mask
+from course_lib.generators.mask_schedule import SCHEDULES, check_schedule, check_steps, masked_after, training_mask
 from course_lib.generators.sampling import cfg_logits, sample_step
 from course_lib.generators.transformer import Transformer, TransformerConfig, init_weights
 
@@ -211,6 +211,7 @@ class MaskGIT(nn.Module):
         count, right only at step 0). choice_temperature: the scale of the Gumbel noise added to the
         confidences, annealed as choice_temperature * (1 - r) (0: pure confidence).
         """
+        check_steps(step, steps)
         flat = self._flat(grids, allow_mask=True)  # (B, N)
         b, n = flat.shape
         is_masked = flat == self.mask_id  # (B, N)
@@ -250,9 +251,8 @@ class MaskGIT(nn.Module):
         """
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
-        mask_ratio(0.0, schedule)  # an unknown schedule raises before any work
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be a positive int, got {steps!r}")
+        check_schedule(schedule)  # bad settings raise before any work
+        check_steps(0, steps)
         h, w = self.config.grid
         grids = torch.full((n, h, w), self.mask_id, dtype=torch.long, device=self.head.weight.device)
         if known is not None:
