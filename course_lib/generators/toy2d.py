@@ -24,7 +24,8 @@ TOY_DATASETS = ("moons", "checkerboard")
 
 # ----- data -----
 
-def two_moons(n: int, generator: torch.Generator | None = None, noise: float = 0.08) -> tuple[torch.Tensor, torch.Tensor]:
+def two_moons(n: int, generator: torch.Generator | None = None,
+              noise: float = 0.08) -> tuple[torch.Tensor, torch.Tensor]:
     """n points (n, 2) on two interleaved half circles, roughly centred with unit spread, and their moon (n,)."""
     labels = torch.randint(0, 2, (n,), generator=generator)  # (n,)
     angle = math.pi * torch.rand(n, generator=generator)  # (n,)
@@ -34,7 +35,8 @@ def two_moons(n: int, generator: torch.Generator | None = None, noise: float = 0
     return (points - torch.tensor([0.5, 0.25])) / 0.75, labels
 
 
-def checkerboard(n: int, generator: torch.Generator | None = None, squares: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+def checkerboard(n: int, generator: torch.Generator | None = None,
+                 squares: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     """n points (n, 2) uniform on the dark squares of a squares x squares board on [-2, 2]^2, and their half (n,):
     0 left of x = 0, 1 right of it."""
     if squares < 2 or squares % 2:
