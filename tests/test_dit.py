@@ -132,6 +132,34 @@ def test_dit_fits_a_tiny_set_of_latents_and_samples_deterministically():
     assert (samples[:2].mean() > 0.5) and (samples[2:].mean() < -0.5)
 
 
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_latent_scale_is_fitted_applied_and_saved(tmp_path, per_channel):
+    # forgetting the scale factor before diffusion is a classic pitfall (LightningDiT issue 34)
+    model = _dit()
+    raw = 5.0 * _latents(b=64) + 2.0  # latents of std 5 around 2
+    normalizer = model.fit_normalizer(raw, per_channel)
+    assert abs(normalizer.normalize(raw).std().item() - 1) < 0.05 and abs(normalizer.normalize(raw).mean()) < 0.05
+    seen = {}
+    model.register_forward_hook(lambda m, args, out: seen.update(x_t=args[0]))
+    model.train().loss(raw, torch.zeros(64), generator=torch.Generator().manual_seed(0))
+    assert seen["x_t"].std() < 2  # the model saw unit-scale data plus noise, not std 5
+    samples = model.sample(256, classes=0, steps=2, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (256, 3, 4, 6) and abs(samples.std().item() - 5) < 0.5  # a zero field: scaled noise
+    assert model.training  # sample restores the mode
+    loaded = load_model(save_checkpoint(tmp_path / "dit.pt", model))
+    assert torch.equal(loaded.normalizer.scale, normalizer.scale)
+    assert torch.equal(loaded.normalizer.shift, normalizer.shift)
+    again = loaded.sample(256, classes=0, steps=2, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again, samples)
+
+
+def test_sample_returns_the_trajectory_from_noise_to_latents():
+    model = _perturb(_dit())
+    final, path = model.sample(3, classes=[0, 1, 2], steps=4, method="heun", cfg=2.0, trajectory=True,
+                               generator=torch.Generator().manual_seed(1))
+    assert path.shape == (5, 3, 3, 4, 6) and torch.equal(path[-1], final)
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda m: m(_latents(shape=(3, 6, 4)), torch.rand(4)), r"\(B, 3, 4, 6\)"),
     (lambda m: m(_latents(), torch.rand(3)), r"times of shape \(4,\)"),
@@ -140,6 +168,8 @@ def test_dit_fits_a_tiny_set_of_latents_and_samples_deterministically():
     (lambda m: m(_latents(), torch.rand(4), [0, 1]), r"shape \(4,\)"),
     (lambda m: _dit(num_classes=0)(_latents(), torch.rand(4), [0, 1, 0, 1]), "unconditional"),
     (lambda m: build_dit("dit-huge"), "unknown DiT preset"),
+    (lambda m: m.sample(0), "positive int"),
+    (lambda m: m.sample(2, cfg=2.0), "pass classes"),
     (lambda m: _dit(patch=4), "dividing the grid"),
     (lambda m: _dit(positions="rotary"), "unknown DiT positions"),
     (lambda m: config_from_dict({**vars(m.config), "sigma": 1}), "unknown DiT config fields"),

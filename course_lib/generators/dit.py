@@ -10,7 +10,9 @@ https://arxiv.org/abs/2212.09748, used as a velocity model as in SiT (https://ar
 4. a final adaLN-modulated norm and a zero-initialized linear layer, so a fresh DiT outputs zero;
 5. unpatchify back to (B, C, h, w): the velocity.
 
-Latents go in normalized to unit variance (``LatentNormalizer``, lesson 05), since the noise is N(0, I).
+The velocity lives in normalized latent space: unit variance, since the noise is N(0, I). The DiT keeps
+the ``LatentNormalizer`` of lesson 05 (identity until fitted, saved with the checkpoint): ``loss`` takes
+the tokenizer's raw latents and normalizes them, ``sample`` returns raw latents ready to decode.
 Classes: None, or (B,) ints in [0, num_classes) with ``NO_CLASS`` (-1) for "no class" (see ``flow``).
 
 Shapes: B batch, C latent channels, h w latent grid, p patch, N tokens, D width.
@@ -24,8 +26,10 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from course_lib.generators import flow
 from course_lib.generators.flow import NO_CLASS
 from course_lib.generators.transformer import Transformer, TransformerConfig, init_weights
+from course_lib.tokenizers.kl import LatentNormalizer
 
 DIT_POSITIONS = ("sinusoidal", "learned")
 
@@ -141,6 +145,7 @@ class DiT(nn.Module):
             self.register_buffer("position", sincos_positions_2d(c.width, rows, cols), persistent=False)
         self.transformer = Transformer(c.transformer_config())
         self.head = nn.Linear(c.width, p * p * c.channels)
+        self.normalizer = LatentNormalizer()  # identity until fitted: fit_normalizer(latents)
         for module in (self.patch_embed, self.time_mlp, self.class_embed):
             module.apply(init_weights)
         nn.init.zeros_(self.head.weight)  # adaLN-Zero's last step: a fresh DiT predicts zero velocity
@@ -189,3 +194,39 @@ class DiT(nn.Module):
         out = self.head(self.transformer(x, cond))  # (B, N, p*p*C)
         # 5. unpatchify
         return rearrange(out, "b (h w) (p1 p2 c) -> b c (h p1) (w p2)", h=c.grid[0] // p, p1=p, p2=p)
+
+    # ----- training and sampling on raw latents -----
+
+    def fit_normalizer(self, latents: torch.Tensor, per_channel: bool = False) -> LatentNormalizer:
+        """Fit the latent scale (and shift) on a batch of the tokenizer's latents (B, C, h, w); kept in checkpoints."""
+        self.normalizer = LatentNormalizer.fit(latents, per_channel).to(self.head.weight.device)
+        return self.normalizer
+
+    def loss(self, latents: torch.Tensor, classes=None, time_sampling: str = "uniform",
+             generator: torch.Generator | None = None) -> torch.Tensor:
+        """The flow-matching loss on raw latents (B, C, h, w), normalized first, with the config's class dropout."""
+        if classes is not None:
+            classes = torch.as_tensor(classes, dtype=torch.long, device=latents.device)
+        dropout = self.config.class_dropout if self.training and classes is not None else 0.0
+        return flow.flow_loss(self, self.normalizer.normalize(latents), classes, time_sampling, dropout, generator)
+
+    @torch.no_grad()
+    def sample(self, n: int, classes=None, steps: int = 16, method: str = "euler", cfg: float = 1.0,
+               generator: torch.Generator | None = None, trajectory: bool = False):
+        """n raw latents (n, C, h, w) for the tokenizer's ``decode_latents``, from noise drawn with ``generator``.
+
+        classes: None, one int for all, or (n,) ints; cfg: the guidance scale (1: none). trajectory=True also
+        returns every state (T+1, n, C, h, w), denormalized too.
+        """
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int, got {n!r}")
+        was_training = self.training
+        self.eval()
+        try:
+            shape = (n, self.config.channels, *self.config.grid)
+            out = flow.sample(self, shape, classes, steps, method, cfg, generator, self.head.weight.device, trajectory)
+        finally:
+            self.train(was_training)
+        if trajectory:
+            return self.normalizer.denormalize(out[0]), self.normalizer.denormalize(out[1])
+        return self.normalizer.denormalize(out)
