@@ -2,6 +2,8 @@
 import pytest
 import torch
 
+from course_lib.engine.checkpoints import load_model, save_checkpoint
+
 from course_lib.generators.flow import (NO_CLASS, cfg_velocity, drop_classes, euler_step, flow_loss, integrate,
                                         interpolant, sample, sample_times, time_grid)
 from course_lib.generators.toy2d import (ToyConfig, ToyVelocity, checkerboard, gaussian_velocity, toy_dataset,
@@ -164,7 +166,7 @@ def test_toy_datasets_are_seeded_and_labelled():
     assert ((cells[:, 0] + cells[:, 1]) % 2 == 0).all()  # only dark squares
 
 
-def test_toy_flow_learns_the_moons():
+def test_toy_flow_learns_the_moons(tmp_path):
     g = torch.Generator().manual_seed(0)
     points, labels = two_moons(2000, g)
     model = _toy(hidden=64, depth=3)
@@ -173,6 +175,9 @@ def test_toy_flow_learns_the_moons():
     samples = sample(model.eval(), (2000, 2), steps=16, generator=g)
     assert torch.allclose(samples.mean(0), points.mean(0), atol=0.1)
     assert torch.allclose(torch.cov(samples.T), torch.cov(points.T), atol=0.1)
+    loaded = load_model(save_checkpoint(tmp_path / "toy.pt", model))
+    assert torch.equal(sample(loaded, (5, 2), generator=torch.Generator().manual_seed(1)),
+                       sample(model, (5, 2), generator=torch.Generator().manual_seed(1)))
     upper = sample(model, (500, 2), classes=0, steps=16, cfg=2.0, generator=g)
     assert upper[:, 1].mean() > points[labels == 0, 1].mean() - 0.2  # the class steers the samples
     assert upper[:, 1].mean() > points[labels == 1, 1].mean() + 0.5

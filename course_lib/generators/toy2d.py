@@ -12,7 +12,7 @@ Shapes: B points, 2 coordinates; t (B,) in [0, 1]; classes (B,) with ``NO_CLASS`
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -86,6 +86,14 @@ class ToyConfig:
     def __post_init__(self):
         if min(self.hidden, self.depth, self.frequencies) < 1 or self.num_classes < 0:
             raise ValueError(f"expected positive hidden, depth, frequencies and num_classes >= 0, got {self}")
+
+
+def config_to_dict(config: ToyConfig) -> dict:
+    return asdict(config)
+
+
+def config_from_dict(data: dict) -> ToyConfig:
+    return ToyConfig(**data)
 
 
 class ToyVelocity(nn.Module):
