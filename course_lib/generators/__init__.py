@@ -4,5 +4,7 @@
   optional adaLN-Zero conditioning, a KV cache (shared by the GPT, MaskGIT and the DiT);
 - ``sampling``: the shifted next-token loss, one sampling step, the classifier-free-guidance logits;
 - ``gpt``: raster-order next-token prediction over a token grid, class-conditional, with sampling;
-- ``codec``: tokens + GPT as a lossless compressor (range coding with the GPT's probabilities).
+- ``codec``: tokens + GPT as a lossless compressor (range coding with the GPT's probabilities);
+- ``mask_schedule``, ``maskgit``: masked token modelling and confidence-based parallel decoding (lesson 08);
+- ``flow``, ``dit``, ``toy2d``: flow matching, a DiT on continuous latents, and a 2-D toy (lesson 09).
 """
