@@ -12,6 +12,12 @@ from pathlib import Path
 from typing import Callable
 
 from course_lib.engine.training import TrainConfig, TrainResult
+from course_lib.evaluation.perceptual_eval import perceptual_report
+from course_lib.engine.checkpoints import update_metadata
+from course_lib.datasets.images import load_images
+from course_lib.paths import CHECKPOINT_DIR
+from course_lib.tokenizers.perceptual import FeatureDistance, feature_net_train_config, train_feature_net
+from course_lib.tokenizers.vqgan_loss import VQGANLoss, VQGANLossConfig
 from course_lib.tools.train import train_tokenizer
 
 
@@ -28,6 +34,7 @@ class Recipe:
     n_train: int | None = None  # None: the dataset's default (8192 for built-in sets)
     n_test: int = 1024
     augment: bool = False
+    loss: dict = field(default_factory=dict)  # "vqgan": the fields of VQGANLossConfig
 
 
 def _steps(steps: int, batch_size: int, lr: float = 2e-3) -> TrainConfig:
@@ -39,6 +46,9 @@ def _tokenizer(preset: str, data: str, train: TrainConfig, **options) -> Recipe:
     return Recipe("tokenizer", preset, data, train, **options)
 
 
+VQGAN_TRAIN = TrainConfig(steps=1500, batch_size=32, lr=2e-4, warmup=100, eval_every=300, checkpoint_every=150)
+VQGAN_LOSS = {"perceptual_weight": 0.02, "gan_weight": 0.5, "gan_start": 200, "discriminator": "patchgan-16"}
+
 # photos: few source photos, so the crops are augmented (+1.5 dB test PSNR); batch 32 learns more
 # per second of CPU than 64 on this small model
 RECIPES: dict[str, Recipe] = {
@@ -48,6 +58,11 @@ RECIPES: dict[str, Recipe] = {
     "vq-f4-photos": _tokenizer("vq-f4", "photos", _steps(8000, 32), n_train=16384, augment=True),
     "fsq-f4-photos": _tokenizer("fsq-f4", "photos", _steps(8000, 32), n_train=16384, augment=True),
     "kl-f4-photos": _tokenizer("kl-f4", "photos", _steps(8000, 32), n_train=16384, augment=True),
+    # lesson 06's perceptual distance: a small network that tells a crop's rotation and source photo
+    "feature-net-photos": Recipe("feature-net", "photos-32", "photos", feature_net_train_config(2500, 64)),
+    # lesson 06: the photo VQ tokenizer fine-tuned with perceptual + adversarial losses, same bits per image
+    "vqgan-f4-photos": Recipe("vqgan", "vq-f4", "photos", VQGAN_TRAIN, needs=("vq-f4-photos", "feature-net-photos"),
+                              n_train=16384, augment=True, loss=VQGAN_LOSS),
 }
 
 
@@ -57,8 +72,31 @@ def _make_tokenizer(recipe: Recipe, run: Path, progress: bool) -> TrainResult:
     return result
 
 
+def _make_feature_net(recipe: Recipe, run: Path, progress: bool) -> TrainResult:
+    _, result, _ = train_feature_net(recipe.preset, recipe.train, checkpoint=run, resume=True, progress=progress)
+    return result
+
+
+def _make_vqgan(recipe: Recipe, run: Path, progress: bool) -> TrainResult:
+    """Fine-tune the tokenizer recipe.needs names (kind "tokenizer") with ``VQGANLoss`` over the feature
+    network it names (kind "feature-net"); the test metrics add the feature distance and the spectrum."""
+    start = next(n for n in recipe.needs if RECIPES[n].kind == "tokenizer")
+    net = next(n for n in recipe.needs if RECIPES[n].kind == "feature-net")
+    distance = FeatureDistance.load(CHECKPOINT_DIR / f"{net}.pt")
+    loss = VQGANLoss(distance, VQGANLossConfig(**recipe.loss))
+    model, result, _ = train_tokenizer(recipe.preset, recipe.data, recipe.train, run, recipe.overrides, recipe.n_train,
+                                       recipe.n_test, recipe.augment, resume=True, progress=progress, loss_fn=loss,
+                                       init=CHECKPOINT_DIR / f"{start}.pt",
+                                       metadata={"kind": "vqgan", "init": start, "feature_net": net, "loss": recipe.loss})
+    images = load_images(recipe.data, "test", model.config.autoencoder.in_channels, model.config.image_size, recipe.n_test)
+    update_metadata(run, test_metrics=perceptual_report(model, images, distance))
+    return result
+
+
 # kind -> builder(recipe, run_path, progress): trains (resuming the run at run_path) and writes it there
-BUILDERS: dict[str, Callable[[Recipe, Path, bool], TrainResult]] = {"tokenizer": _make_tokenizer}
+BUILDERS: dict[str, Callable[[Recipe, Path, bool], TrainResult]] = {"tokenizer": _make_tokenizer,
+                                                                    "feature-net": _make_feature_net,
+                                                                    "vqgan": _make_vqgan}
 
 
 def build_order(names: list[str], recipes: dict[str, Recipe] = RECIPES) -> list[str]:
