@@ -39,7 +39,7 @@ def test_terms_and_the_discriminator_warm_up(one_thread):
     for row in history[:3]:  # warm-up: reconstruction + perceptual only, D untouched
         assert {"recon", "perceptual", "commitment"} <= set(row) and "gan" not in row and "d_loss" not in row
     for row in history[3:]:
-        assert {"gan", "adaptive_weight", "d_loss", "logits_real", "logits_fake"} <= set(row)
+        assert {"gan", "adaptive_weight", "g_hinge", "d_loss", "logits_real", "logits_fake"} <= set(row)
     assert any(not torch.equal(a, b) for a, b in zip(before, loss.discriminator.parameters()))
     assert all(not p.requires_grad for p in loss.distance.parameters())  # the distance stays frozen
     assert history[0]["perceptual"] > 0

@@ -58,8 +58,9 @@ class VQGANLoss(TokenizerLoss):
 
     ``distance(x_hat, x) -> (B,)`` is a frozen perceptual distance (``FeatureDistance`` or
     ``RealLPIPS``). The tokenizer must expose ``decoder_last_layer()`` (the weight the adaptive
-    weight is measured at). Logs: every term, ``adaptive_weight`` once the game runs, the tokenizer's
-    statistics, and from :meth:`second_loss` the discriminator's loss and mean logits.
+    weight is measured at). Logs: every term, ``adaptive_weight`` and the unweighted ``g_hinge`` once
+    the game runs, the tokenizer's statistics, and from :meth:`second_loss` the discriminator's loss
+    and mean logits.
     """
 
     def __init__(self, distance: nn.Module, config: VQGANLossConfig | None = None, in_channels: int = 3):
@@ -92,7 +93,7 @@ class VQGANLoss(TokenizerLoss):
                 weight = adaptive_weight(nll, g_loss, tokenizer.decoder_last_layer(), self.config.delta,
                                          self.config.max_adaptive_weight)
             terms["gan"] = factor * weight * g_loss
-            out.stats["adaptive_weight"] = weight.item()
+            out.stats["adaptive_weight"], out.stats["g_hinge"] = weight.item(), g_loss.item()
         return terms, out
 
     def second_loss(self, tokenizer: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, dict] | None:
