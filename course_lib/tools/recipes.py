@@ -92,8 +92,17 @@ def _make_vqgan(recipe: Recipe, run: Path, progress: bool) -> TrainResult:
                                        init=CHECKPOINT_DIR / f"{start}.pt",
                                        metadata={"kind": "vqgan", "init": start, "feature_net": net, "loss": recipe.loss})
     images = load_images(recipe.data, "test", model.config.autoencoder.in_channels, model.config.image_size, recipe.n_test)
-    update_metadata(run, test_metrics=perceptual_report(model, images, distance))
+    update_metadata(run, test_metrics=perceptual_report(model, images, distance), game=game_history(result.history))
     return result
+
+
+GAME_LOGS = ("d_loss", "g_hinge", "logits_real", "logits_fake", "adaptive_weight", "recon", "perceptual")
+
+
+def game_history(history: list[dict]) -> list[dict]:
+    """The logged rows of a VQGAN run once the discriminator plays: both players' losses, D's mean logits,
+    the adaptive weight and the reconstruction terms (for the notebook's plot of the shipped game)."""
+    return [{"step": row["step"], **{k: row[k] for k in GAME_LOGS if k in row}} for row in history if "d_loss" in row]
 
 
 # kind -> builder(recipe, run_path, progress): trains (resuming the run at run_path) and writes it there
