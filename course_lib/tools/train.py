@@ -67,8 +67,8 @@ def train_tokenizer(preset: str, data: str, config: TrainConfig, out: str | Path
     metadata = {"kind": "tokenizer", "preset": preset, "overrides": overrides, "data": data,
                 "train_images": len(train_images), "augment": augment, "seed": config.seed, **(metadata or {})}
     if resume and out is not None and Path(out).is_file():
-        same = ("preset", "overrides", "data", "train_images", "augment")
-        check_metadata(load_checkpoint(out)["metadata"], {k: metadata[k] for k in same}, out)
+        # every identity entry must match, a fine-tune's loss config and starting checkpoint included
+        check_metadata(load_checkpoint(out)["metadata"], metadata, out)
     eval_fn = None if test_images is None else _periodic_eval(test_images[:EVAL_IMAGES])
     result = train(model, train_images, config, loss_fn=loss_fn or TokenizerLoss(), eval_fn=eval_fn, checkpoint=out,
                    resume=resume, metadata=metadata, device=device, progress=progress)
