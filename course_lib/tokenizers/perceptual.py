@@ -11,13 +11,15 @@ convolutional network trained on photo crops with labels the data gives for free
 rotations a crop was turned by (Unsupervised Representation Learning by Predicting Image Rotations,
 Gidaris, Singh, Komodakis, 2018, https://arxiv.org/abs/1803.07728) and which source photograph it
 came from. So this is a *feature distance*, not LPIPS: its layers are not calibrated on human
-judgments. ``course_lib/tokenizers/lpips_real.py`` runs real LPIPS when torchvision's weight file is present.
+judgments. ``course_lib/tokenizers/lpips_real.py`` runs real LPIPS when torchvision's weight file
+is present.
 
 What the shipped network learned (its checkpoint metadata has the numbers): the source photo and,
 on fresh crops of the six training photos, the rotation; on new photographs its rotation guesses
 are at or below chance (27.5% at the tokenizers' zoom, 17.7% zoomed out; chance 25%), six photos
-being too few to learn "which way is up" in general. Its features still make a useful distance: at equal MSE it puts a one-pixel shift about 4x closer than a blur or
-JPEG blocks, where an untrained copy of the network barely tells them apart.
+being too few to learn "which way is up" in general. Its features still make a useful distance:
+at equal MSE it puts a one-pixel shift about 4x closer than a blur or JPEG blocks, where an
+untrained copy of the network barely tells them apart.
 """
 from __future__ import annotations
 
