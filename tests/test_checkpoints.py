@@ -11,6 +11,7 @@ from course_lib.datasets.images import load_images
 from course_lib.evaluation.reconstruction import evaluate_tokenizer
 from course_lib.paths import CHECKPOINT_DIR
 from course_lib.tokenizers.losses import TokenizerLoss
+from course_lib.tokenizers.perceptual import held_out_report
 from course_lib.tools.make_checkpoints import MAX_BYTES, RECIPES
 from course_lib.tokenizers.tokenizer import build_tokenizer
 from course_lib.engine.training import TrainConfig, train
@@ -106,19 +107,39 @@ def test_shipped_checkpoint_reproduces_its_test_metrics(name):
     for key in ("preset", "data", "steps", "seed", "test_metrics", "test_set", "code_version", "train_seconds"):
         assert key in metadata, f"{path.name} metadata lacks {key!r}"
     recipe = RECIPES[name]
-    assert (metadata["recipe"], metadata["preset"], metadata["data"], metadata["steps"]) == \
-        (name, recipe.preset, recipe.data, recipe.train.steps), f"{path.name} was not made by its current recipe"
-    model = load_model(path)
+    assert (metadata["recipe"], metadata["kind"], metadata["preset"], metadata["data"], metadata["steps"]) == \
+        (name, recipe.kind, recipe.preset, recipe.data, recipe.train.steps), f"{path.name} was not made by its current recipe"
+    assert set(recipe.needs) <= set(RECIPES)
+    REPRODUCE[recipe.kind](load_model(path), metadata)
+
+
+def _reproduce_tokenizer(model, metadata):
     test_set = metadata["test_set"]
     if recipe.kind != "tokenizer":  # classifiers: tests/test_yardstick.py; GPTs: tests/test_gpt_checkpoints.py
         assert metadata["kind"] == recipe.kind and list(metadata["needs"]) == list(recipe.needs)
         return
     images = load_images(test_set["data"], test_set["split"], model.config.autoencoder.in_channels,
-                              model.config.image_size, test_set["n"])
+                         model.config.image_size, test_set["n"])
     metrics = evaluate_tokenizer(model, images, with_ssim=False)
     assert abs(metrics["psnr"] - metadata["test_metrics"]["psnr"]) < 0.1
     if model.is_discrete:
         assert abs(metrics["usage"] - metadata["test_metrics"]["usage"]) < 0.01
+
+
+def _reproduce_feature_net(model, metadata):
+    recorded = metadata["test_metrics"]
+    report = held_out_report(model, metadata["test_set"]["n"], metadata["seed"])
+    for group in recorded:
+        for key, value in recorded[group].items():
+            assert abs(report[group][key] - value) < 0.01, (group, key)
+
+
+# kind -> check(loaded model, metadata): the recorded held-out metrics come back
+REPRODUCE = {"tokenizer": _reproduce_tokenizer, "vqgan": _reproduce_tokenizer, "feature-net": _reproduce_feature_net}
+
+
+def test_every_recipe_kind_has_a_reproduction_check():
+    assert {r.kind for r in RECIPES.values()} <= set(REPRODUCE)
 
 
 def test_metadata_is_kept_as_plain_data(tmp_path):

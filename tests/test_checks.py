@@ -110,6 +110,35 @@ WRONG = {
         "pushes the wrong way": lambda c, u, s: u + s * (u - c),
         "ignores the scale": lambda c, u, s: c,
     },
+    "hinge_losses": {
+        "no 0.5 factor": lambda r, f: (F.relu(1 - r).mean() + F.relu(1 + f).mean(), -f.mean()),
+        "signs of the hinges swapped": lambda r, f: (0.5 * (F.relu(1 + r).mean() + F.relu(1 - f).mean()), -f.mean()),
+        "generator maximizes the hinge": lambda r, f: (0.5 * (F.relu(1 - r).mean() + F.relu(1 + f).mean()),
+                                                       F.relu(1 - f).mean() * 0 + f.mean()),
+        "non-saturating softplus instead of hinge": lambda r, f: (0.5 * (F.softplus(-r).mean() + F.softplus(f).mean()),
+                                                                  -f.mean()),
+        "one mean over both batches": lambda r, f: (torch.cat([F.relu(1 - r).flatten(), F.relu(1 + f).flatten()]).mean(),
+                                                    -f.mean()),
+    },
+    "adaptive_weight": {
+        "ratio upside down": lambda rec, gan, w, delta=1e-4: _grad_norm(gan, w) / (_grad_norm(rec, w) + delta),
+        "no delta": lambda rec, gan, w, delta=1e-4: _grad_norm(rec, w) / _grad_norm(gan, w),
+        "squared norms": lambda rec, gan, w, delta=1e-4: _grad_norm(rec, w) ** 2 / (_grad_norm(gan, w) ** 2 + delta),
+        "ratio of the losses": lambda rec, gan, w, delta=1e-4: (rec / (gan.abs() + delta)).detach(),
+        "not detached": lambda rec, gan, w, delta=1e-4: _grad_norm(rec, w, graph=True) / (_grad_norm(gan, w, graph=True) + delta),
+    },
+    "perceptual_distance": {
+        "no unit normalization": lambda fx, fy: sum(((x - y) ** 2).sum(1).mean((1, 2)) for x, y in zip(fx, fy)),
+        "normalized over positions": lambda fx, fy: sum(((x / x.flatten(2).norm(dim=2)[..., None, None]
+                                                          - y / y.flatten(2).norm(dim=2)[..., None, None]) ** 2
+                                                         ).sum(1).mean((1, 2)) for x, y in zip(fx, fy)),
+        "mean over channels": lambda fx, fy: sum(((F.normalize(x, dim=1) - F.normalize(y, dim=1)) ** 2).mean(1).mean((1, 2))
+                                                 for x, y in zip(fx, fy)),
+        "sum over positions": lambda fx, fy: sum(((F.normalize(x, dim=1) - F.normalize(y, dim=1)) ** 2).sum((1, 2, 3))
+                                                 for x, y in zip(fx, fy)),
+        "only the last layer": lambda fx, fy: ((F.normalize(fx[-1], dim=1) - F.normalize(fy[-1], dim=1)) ** 2
+                                                ).sum(1).mean((1, 2)),
+    },
 }
 
 
@@ -122,6 +151,9 @@ def _draw(logits, k, generator):
 def _draw_in_top_k(logits, k, generator):
     values = logits.topk(k or logits.shape[-1], dim=-1).values  # forgets to map back to vocabulary indices
     return torch.multinomial(values.softmax(-1), 1, generator=generator)[:, 0]
+def _grad_norm(loss, weight, graph=False):
+    (grad,) = torch.autograd.grad(loss, weight, retain_graph=True, create_graph=graph)
+    return grad.norm() if graph else grad.norm().detach()
 
 
 def _fsq_wrong(z, levels, offset=True, ste=True, normalize=True):

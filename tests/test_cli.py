@@ -151,3 +151,12 @@ def test_augment_images_are_symmetries_and_channel_orders():
     assert augment_images(grey).shape == grey.shape
     with pytest.raises(ValueError, match="square"):
         augment_images(torch.rand(2, 3, 8, 6))
+
+
+def test_make_checkpoints_force_retrains_only_what_was_asked(monkeypatch, capsys):
+    made = []
+    monkeypatch.setattr(make_checkpoints, "make", lambda name, force=False: made.append((name, force)))
+    monkeypatch.setattr(make_checkpoints, "summary_line", lambda name: name)
+    assert make_checkpoints.main(["--only", "vqgan-f4-photos", "--force"]) == 0
+    assert made == [("vqgan-f4-photos", True)]  # its shipped needs are not retrained
+    assert "vq-f4-photos: already shipped" in capsys.readouterr().out

@@ -1,4 +1,5 @@
 """The offline feature distance (LPIPS's recipe on a course-trained network) and the real-LPIPS path."""
+import math
 import socket
 import time
 import warnings
@@ -12,7 +13,8 @@ from course_lib.datasets.photos import make_photo_crops
 from course_lib.evaluation.distortions import equal_mse_distortions, reaches_target
 from course_lib.tokenizers.lpips_real import (LPIPSWeightsMissing, RealLPIPS, backbone_weights_path, has_lpips_weights)
 from course_lib.tokenizers.perceptual import (FEATURE_NET_CHECKPOINT, FeatureDistance, FeatureNet, config_from_dict,
-                                   feature_net_presets, perceptual_distance, rotate_batch, train_feature_net,
+                                   feature_net_presets, feature_net_train_config, free_label_loss,
+                                   perceptual_distance, rotate_batch, train_feature_net,
                                    unit_normalize)
 
 
@@ -135,19 +137,37 @@ def test_rotate_batch_turns_each_image_by_its_own_count():
     assert torch.equal(rotate_batch(rotated, (4 - turns) % 4), images)
 
 
-def test_training_is_seeded_and_checkpoint_round_trips(tmp_path, one_thread):
-    kwargs = dict(config="tiny", steps=4, batch_size=8, num_crops=64, eval_crops=16, seed=3)
-    net, report = train_feature_net(**kwargs, checkpoint=tmp_path / "net.pt")
-    again, _ = train_feature_net(**kwargs)
-    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
-    assert 0 <= report["test_photos_base256"]["rotation_accuracy"] <= 1 and report["num_crops"] == 63
+def test_training_is_seeded_resumable_and_checkpoint_round_trips(tmp_path, one_thread):
+    config = feature_net_train_config(steps=4, batch_size=8, seed=3)
+    kwargs = dict(config="tiny", train_config=config, num_crops=64, eval_crops=16)
+    net, result, report = train_feature_net(**kwargs, checkpoint=tmp_path / "net.pt")
+    again, _, _ = train_feature_net(**kwargs)
+    assert result.steps == 4 and all(torch.equal(a, b) for a, b in zip(net.state_dict().values(),
+                                                                         again.state_dict().values()))
+    assert 0 <= report["test_photos_base256"]["rotation_accuracy"] <= 1
     metadata = read_metadata(tmp_path / "net.pt")
-    assert metadata["train_seconds"] > 0 and metadata["steps"] == 4
+    assert metadata["train_seconds"] > 0 and metadata["steps"] == 4 and metadata["train_images"] == 63
+    assert metadata["test_metrics"] == report and metadata["kind"] == "feature-net"
     loaded = load_model(tmp_path / "net.pt")
     x = _images(0, 2, 32)
     assert torch.equal(FeatureDistance(loaded)(x, x.flip(3)), FeatureDistance(net)(x, x.flip(3)))
+    # a finished run resumes as a no-op with the same weights
+    resumed, rerun, _ = train_feature_net(**kwargs, checkpoint=tmp_path / "net.pt", resume=True)
+    assert rerun.steps == 0 and all(torch.equal(a, b) for a, b in zip(net.state_dict().values(),
+                                                                       resumed.state_dict().values()))
     with pytest.raises(ValueError, match="unknown feature network config fields"):
         config_from_dict({"widths": (8,), "depth": 3})
+
+
+def test_free_label_loss_learns_both_heads_from_the_labels(one_thread):
+    torch.manual_seed(0)
+    net = FeatureNet(feature_net_presets["tiny"])
+    images, sources = _images(0, 8, 32), torch.arange(8) % 6
+    loss, logs = free_label_loss(net, (images, sources))
+    assert loss.item() == pytest.approx((logs["rotation"] + logs["source"]).item())
+    assert logs["rotation"].item() == pytest.approx(math.log(4), rel=0.2)  # an untrained head: near chance
+    with pytest.raises(IndexError):
+        free_label_loss(net, (images, sources + 10))  # a source label outside the head's classes
 
 
 def test_shipped_feature_network():
@@ -155,8 +175,8 @@ def test_shipped_feature_network():
         pytest.skip("no shipped feature network (data/checkpoints/feature-net-photos.pt)")
     assert FEATURE_NET_CHECKPOINT.stat().st_size < 5 * 2**20
     metadata = read_metadata(FEATURE_NET_CHECKPOINT)
-    assert 0 < metadata["train_seconds"] < 600 and metadata["threads"] == 1
-    fresh = metadata["train_photos_fresh_crops_base64"]
+    assert 0 < metadata["train_seconds"] < 1200 and metadata["threads"] == 1
+    fresh = metadata["test_metrics"]["train_photos_fresh_crops_base64"]
     assert fresh["source_accuracy"] > 0.9 and fresh["rotation_accuracy"] > 0.5  # chance: 1/6 and 1/4
     # the lesson's claim: at equal MSE, a one-pixel shift is far closer than a blur or JPEG blocks
     crops = make_photo_crops(32, 32, "test", seed=0).images

@@ -46,3 +46,19 @@ def test_shipped_or_live_loads_what_is_shipped_and_trains_what_is_not(tmp_path, 
     save_checkpoint(tmp_path / "ae-f4-shapes.pt", model, {"steps": 7, "data": "shapes", "train_images": 64})
     loaded, source = shipped_or_live("ae-f4-shapes", train_fn, folder=tmp_path)
     assert (source, len(calls)) == ("shipped", 1) and "loaded shipped ae-f4-shapes.pt: 7 training steps" in capsys.readouterr().out
+
+
+def test_game_history_keeps_the_rows_where_the_discriminator_plays():
+    from course_lib.tools.recipes import game_history
+    history = [{"step": 10, "loss": 1.0, "recon": 0.1}, {"step": 20, "loss": 0.9, "recon": 0.1, "d_loss": 1.0,
+                                                         "g_hinge": 0.1, "lr": 1e-4}]
+    assert game_history(history) == [{"step": 20, "d_loss": 1.0, "g_hinge": 0.1, "recon": 0.1}]
+
+
+def test_the_vqgan_recipe_fine_tunes_a_shipped_tokenizer_with_the_feature_network():
+    recipe = RECIPES["vqgan-f4-photos"]
+    kinds = sorted(RECIPES[n].kind for n in recipe.needs)
+    assert kinds == ["feature-net", "tokenizer"] and recipe.kind == "vqgan"
+    tokenizer = next(n for n in recipe.needs if RECIPES[n].kind == "tokenizer")
+    assert RECIPES[tokenizer].preset == recipe.preset and not recipe.overrides  # same bits per image
+    assert depth("vqgan-f4-photos") == 1

@@ -5,7 +5,7 @@ Shechtman, Wang, 2018), https://arxiv.org/abs/1801.03924 -- the ``lpips`` packag
 linear heads calibrated on human judgments (a few KB); the backbone is torchvision's AlexNet or VGG16,
 a 233-528 MB download. This module never downloads and never runs a random backbone: it reads the
 weight file from the torch hub cache (``torch.hub.get_dir()/checkpoints``) or raises at once with
-one line on how to get it. ``course_lib/perceptual.py`` is the offline feature distance.
+one line on how to get it. ``course_lib/tokenizers/perceptual.py`` is the offline feature distance.
 """
 from __future__ import annotations
 

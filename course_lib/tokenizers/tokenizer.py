@@ -259,6 +259,11 @@ class Tokenizer(nn.Module):
             raise ValueError(f"expected float latents of shape (B, {latent}, h, w), got {z_q.dtype} {tuple(z_q.shape)}")
         return (self.decoder(z_q) + 1) / 2
 
+    def decoder_last_layer(self) -> torch.Tensor:
+        """The weight of the decoder's last convolution (C, widths[0], 3, 3): where VQGAN's adaptive
+        weight compares the gradients of the reconstruction and adversarial losses."""
+        return self.decoder.layers[-1].weight
+
     def latents_to_tokens(self, z: torch.Tensor) -> torch.Tensor:
         """Discrete kinds: latents (B, C, h, w), anywhere in latent space -> the nearest indices (B, h, w)."""
         self._require_discrete("latents_to_tokens")

@@ -31,7 +31,8 @@ from course_lib.datasets import DatasetUnavailable
 from course_lib.datasets.augment import augment_images
 from course_lib.datasets.images import load_images
 from course_lib.engine import distributed
-from course_lib.engine.checkpoints import CheckpointError, check_metadata, load_checkpoint, update_metadata
+from course_lib.engine.checkpoints import (CheckpointError, check_metadata, load_checkpoint, load_model,
+                                          update_metadata)
 from course_lib.engine.seeding import seed_everything
 from course_lib.engine.training import Accelerate, TrainConfig, TrainingDiverged, TrainResult, train
 from course_lib.evaluation.reconstruction import evaluate_tokenizer
@@ -46,11 +47,15 @@ EVAL_IMAGES = 256  # periodic evaluation during training: PSNR and usage on this
 def train_tokenizer(preset: str, data: str, config: TrainConfig, out: str | Path | None = None,
                     overrides: dict | None = None, n_train: int | None = None, n_test: int = 1024,
                     augment: bool = False, resume: bool = False, progress: bool = True,
-                    device: str | None = None, accelerate: Accelerate | None = None,
+                    device: str | None = None, accelerate: Accelerate | None = None, loss_fn=None,
+                    init: str | Path | None = None, metadata: dict | None = None,
                     ) -> tuple[Tokenizer, TrainResult, dict | None]:
     """Build ``preset`` (with ``overrides``), train it on ``data``, and evaluate it on the test split.
 
-    ``augment`` trains on :func:`augment_images` variants of the training images.
+    ``augment`` trains on :func:`augment_images` variants of the training images. ``loss_fn``
+    (default ``TokenizerLoss()``) may be a loss object with a second player (lesson 06's
+    ``VQGANLoss``); ``init`` starts from the weights of a checkpoint of the same configuration (a
+    fine-tune); ``metadata`` adds or replaces entries of the checkpoint's metadata.
 
     Returns the model, the run, and the test metrics (None for a folder too small to have a test split);
     with ``out`` the checkpoint's metadata records preset, overrides, data, seed and the test metrics.
@@ -59,19 +64,22 @@ def train_tokenizer(preset: str, data: str, config: TrainConfig, out: str | Path
     seed_everything(config.seed)
     # channels-last convolutions are faster in oneDNN (CPU) and cuDNN; weights load into either layout
     model = build_tokenizer(preset, **overrides).to(memory_format=torch.channels_last)
+    if init is not None:
+        _load_init(model, init)
     channels, size = model.config.autoencoder.in_channels, model.config.image_size
     train_images = load_images(data, "train", channels, size, n_train)
     if augment:
         train_images = augment_images(train_images, seed=config.seed)
     test_images = _test_images(data, channels, size, n_test)
     metadata = {"kind": "tokenizer", "preset": preset, "overrides": overrides, "data": data,
-                "train_images": len(train_images), "augment": augment, "seed": config.seed}
+                "train_images": len(train_images), "augment": augment, "seed": config.seed, **(metadata or {})}
     if resume and out is not None and Path(out).is_file():
-        same = ("preset", "overrides", "data", "train_images", "augment")
-        check_metadata(load_checkpoint(out)["metadata"], {k: metadata[k] for k in same}, out)
+        # every identity entry must match, a fine-tune's loss config and starting checkpoint included
+        check_metadata(load_checkpoint(out)["metadata"], metadata, out)
     eval_fn = None if test_images is None else _periodic_eval(test_images[:EVAL_IMAGES])
-    result = train(model, train_images, config, loss_fn=TokenizerLoss(), eval_fn=eval_fn, checkpoint=out,
-                   resume=resume, metadata=metadata, device=device, progress=progress, accelerate=accelerate)
+    result = train(model, train_images, config, loss_fn=loss_fn or TokenizerLoss(), eval_fn=eval_fn,
+                   checkpoint=out, resume=resume, metadata=metadata, device=device, progress=progress,
+                   accelerate=accelerate)
     if not distributed.setup(device).is_main:  # under torchrun, rank 0 evaluates and writes
         return model, result, None
     metrics = None if test_images is None else evaluate_tokenizer(model, test_images)
@@ -79,6 +87,13 @@ def train_tokenizer(preset: str, data: str, config: TrainConfig, out: str | Path
         test_set = None if test_images is None else {"data": data, "split": "test", "n": len(test_images)}
         update_metadata(out, test_metrics=metrics, test_set=test_set)
     return model, result, metrics
+
+
+def _load_init(model: Tokenizer, init: str | Path) -> None:
+    start = load_model(init)
+    if start.config != model.config:
+        raise ValueError(f"cannot start from {init}: it holds a {start.config}, this run trains a {model.config}")
+    model.load_state_dict(start.state_dict())  # copies into the channels-last tensors
 
 
 def _test_images(data: str, channels: int, size: int, n: int) -> torch.Tensor | None:

@@ -1,0 +1,75 @@
+"""Exercises of 06_perceptual_adversarial: the hinge losses, VQGAN's adaptive weight, the perceptual distance."""
+from __future__ import annotations
+
+import torch
+
+from course_lib.notebook.exercises import Case, Exercise, register
+from course_lib.tokenizers.discriminator import adaptive_weight, hinge_d_loss, hinge_g_loss
+from course_lib.tokenizers.perceptual import perceptual_distance
+
+LESSON = "06_perceptual_adversarial"
+
+
+def hinge_losses(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference: (discriminator's hinge loss, generator's hinge loss)."""
+    return hinge_d_loss(logits_real, logits_fake), hinge_g_loss(logits_fake)
+
+
+def _hinge_cases(g: torch.Generator) -> list[Case]:
+    cases = []
+    for shape, scale in [((4, 1, 3, 3), 0.5), ((2, 1, 6, 6), 2.0), ((8, 1, 1, 1), 1.5)]:
+        # logits on both sides of the hinges at +-1, with real and fake batches of different sizes
+        real = torch.randn(*shape, generator=g) * scale + 0.5
+        fake = torch.randn(shape[0] + 1, *shape[1:], generator=g) * scale - 0.3
+        cases.append(Case((real, fake), label=f"logits_real {tuple(real.shape)}, logits_fake {tuple(fake.shape)}"))
+    return cases
+
+
+def _adaptive_cases(g: torch.Generator) -> list[Case]:
+    cases = []
+    for (batch, width, out), gan_scale in [((6, 5, 3), 1.0), ((4, 8, 2), 1e-3), ((10, 3, 4), 30.0)]:
+        parts = {"inputs": torch.randn(batch, width, generator=g), "weight": torch.randn(out, width, generator=g),
+                 "before": torch.randn(width, width, generator=g) / width ** 0.5,
+                 "targets": torch.randn(batch, out, generator=g), "critic": torch.randn(out, generator=g) * gan_scale}
+        cases.append(Case((), parts, label=f"a two-layer decoder, last layer {(out, width)}, "
+                                           f"GAN gradient scaled by {gan_scale:g}"))
+    return cases
+
+
+def _run_adaptive(fn, case: Case):
+    # a small "decoder": hidden = inputs @ before; reconstruction = hidden @ last_layer^T
+    p = case.kwargs
+    before, last_layer = p["before"].clone().requires_grad_(True), p["weight"].clone().requires_grad_(True)
+    reconstruction = (p["inputs"] @ before) @ last_layer.T  # (B, out)
+    rec_loss = ((reconstruction - p["targets"]) ** 2).mean()
+    gan_loss = -(torch.tanh(reconstruction) @ p["critic"]).mean()
+    weight = fn(rec_loss, gan_loss, last_layer)
+    return {"weight": torch.as_tensor(weight).detach().float(),
+            "carries no gradient": not (isinstance(weight, torch.Tensor) and weight.requires_grad)}
+
+
+def _feature_cases(g: torch.Generator) -> list[Case]:
+    cases = []
+    for shapes in [[(2, 3, 4, 4)], [(3, 4, 8, 8), (3, 6, 4, 4)], [(2, 8, 6, 6), (2, 16, 3, 3), (2, 5, 1, 1)]]:
+        # unequal norms per position, so that forgetting the normalization shows
+        fx = [torch.randn(*s, generator=g) * torch.rand(s[0], 1, *s[2:], generator=g) * 4 for s in shapes]
+        fy = [f + torch.randn(f.shape, generator=g) for f in fx]
+        cases.append(Case((fx, fy), label=f"{len(shapes)} layer(s) of shapes {shapes}"))
+    return cases
+
+
+register(Exercise(
+    name="hinge_losses", lesson=LESSON, reference=hinge_losses, make_cases=_hinge_cases,
+    hint="d_loss = 0.5 * (mean(relu(1 - logits_real)) + mean(relu(1 + logits_fake))) (each mean over its own "
+         "batch); g_loss = -mean(logits_fake)",
+))
+register(Exercise(
+    name="adaptive_weight", lesson=LESSON, reference=adaptive_weight, make_cases=_adaptive_cases, run=_run_adaptive,
+    hint="torch.autograd.grad(loss, last_layer, retain_graph=True) for each loss; return "
+         "||grad rec|| / (||grad gan|| + delta), detached (it is a weight, not a loss)",
+))
+register(Exercise(
+    name="perceptual_distance", lesson=LESSON, reference=perceptual_distance, make_cases=_feature_cases,
+    hint="per layer: divide each position's feature vector by its length over channels (dim=1, + 1e-10), "
+         "square the difference, sum over channels, average over positions (H, W); then add the layers -> (B,)",
+))
