@@ -60,16 +60,16 @@ def _feature_cases(g: torch.Generator) -> list[Case]:
 
 register(Exercise(
     name="hinge_losses", lesson=LESSON, reference=hinge_losses, make_cases=_hinge_cases,
-    hint="d_loss = 0.5 * (mean(relu(1 - logits_real)) + mean(relu(1 + logits_fake))) (each mean over its own "
-         "batch); g_loss = -mean(logits_fake)",
+    hint="the discriminator pays only for real logits below +1 and fake logits above -1 (a hinge on each, "
+         "averaged over its own batch, the two halved together); the generator simply wants the fake logits high",
 ))
 register(Exercise(
     name="adaptive_weight", lesson=LESSON, reference=adaptive_weight, make_cases=_adaptive_cases, run=_run_adaptive,
-    hint="torch.autograd.grad(loss, last_layer, retain_graph=True) for each loss; return "
-         "||grad rec|| / (||grad gan|| + delta), detached (it is a weight, not a loss)",
+    hint="compare how hard each loss pulls on the decoder's last layer: the norm of each loss's gradient with "
+         "respect to that weight (keep the graph for the second), rec over gan with delta below; a weight, not a loss",
 ))
 register(Exercise(
     name="perceptual_distance", lesson=LESSON, reference=perceptual_distance, make_cases=_feature_cases,
-    hint="per layer: divide each position's feature vector by its length over channels (dim=1, + 1e-10), "
-         "square the difference, sum over channels, average over positions (H, W); then add the layers -> (B,)",
+    hint="only the direction of each position's feature vector counts: unit-normalize it across channels first; "
+         "then squared differences, summed over channels, averaged over positions, added over layers, one per image",
 ))
