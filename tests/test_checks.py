@@ -3,11 +3,14 @@
 WRONG lists, for every registered exercise, at least one mistake students really make. A new
 exercise without an entry here fails ``test_every_exercise_has_wrong_answers``.
 """
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from course_lib.generators.mask_schedule import mask_ratio
 from course_lib.notebook.checks import evaluate, exercises
 
 
@@ -139,7 +142,36 @@ WRONG = {
         "only the last layer": lambda fx, fy: ((F.normalize(fx[-1], dim=1) - F.normalize(fy[-1], dim=1)) ** 2
                                                 ).sum(1).mean((1, 2)),
     },
+    "mask_count": {
+        "progress step / steps": lambda t, T, n, now, s: _count(t, T, n, now, s, progress=t / T),
+        "no clamps": lambda t, T, n, now, s: _count(t, T, n, now, s, clamp_low=False, clamp_high=False),
+        "no one-per-remaining-step floor": lambda t, T, n, now, s: _count(t, T, n, now, s, clamp_low=False),
+        "does not reveal one every step": lambda t, T, n, now, s: _count(t, T, n, now, s, clamp_high=False),
+        "ceil instead of floor": lambda t, T, n, now, s: _count(t, T, n, now, s, rounding=math.ceil),
+        "counts the revealed tokens": lambda t, T, n, now, s: n - _count(t, T, n, now, s),
+    },
+    "remask": {
+        "re-masks the most confident": lambda s, c, m, k, i: _remask(s, -c, m, k, i),
+        "known positions can be re-masked": lambda s, c, m, k, i: _remask(s, c, torch.ones_like(m), k, i),
+        "one count for the whole batch": lambda s, c, m, k, i: _remask(s, c, m, k[:1].expand(len(k)), i),
+        "argsort once, not ranks": lambda s, c, m, k, i: s.masked_fill(
+            c.masked_fill(~m, math.inf).argsort(1) < k[:, None], i),
+        "re-masks one too many": lambda s, c, m, k, i: _remask(s, c, m, k + 1, i),
+    },
 }
+
+
+def _count(step, steps, n, masked_now, schedule, progress=None, rounding=math.floor, clamp_low=True, clamp_high=True):
+    r = (step + 1) / steps if progress is None else progress
+    count = rounding(n * float(mask_ratio(r, schedule)) + (1e-9 if rounding is math.floor else -1e-9))
+    count = max(count, steps - 1 - step) if clamp_low else count
+    count = min(count, masked_now - 1) if clamp_high else count
+    return max(count, 0)
+
+
+def _remask(sampled, confidence, is_masked, keep, mask_id):
+    ranks = confidence.masked_fill(~is_masked, math.inf).argsort(1).argsort(1)
+    return sampled.masked_fill(ranks < keep[:, None], mask_id)
 
 
 def _draw(logits, k, generator):

@@ -106,6 +106,16 @@ def gumbel_noise(shape: tuple, generator: torch.Generator | None, device) -> tor
     return -torch.log(-torch.log(u))
 
 
+def remask(sampled: torch.Tensor, confidence: torch.Tensor, is_masked: torch.Tensor, keep_masked: torch.Tensor,
+           mask_id: int) -> torch.Tensor:
+    """The re-masking of one decoding step: sampled (B, N) -> (B, N) with ``mask_id`` at the
+    ``keep_masked`` (B,) least confident positions of each row among those that were masked
+    (is_masked (B, N)); positions that were known never go back to ``mask_id``, whatever their confidence."""
+    confidence = confidence.masked_fill(~is_masked, math.inf)  # (B, N): known positions rank last
+    ranks = confidence.argsort(dim=1, stable=True).argsort(dim=1)  # (B, N): 0 = least confident
+    return sampled.masked_fill(ranks < keep_masked[:, None], mask_id)
+
+
 class MaskGIT(nn.Module):
     """Embeddings -> bidirectional transformer -> logits over the K image tokens at every grid position."""
 
@@ -223,10 +233,9 @@ class MaskGIT(nn.Module):
         logits = self._guided_logits(flat, classes, cfg)  # (B, N, K)
         sampled = sample_step(rearrange(logits, "b n k -> (b n) k"), temperature=temperature, generator=generator)
         sampled = torch.where(is_masked, rearrange(sampled, "(b n) -> b n", b=b), flat)  # (B, N): known stay
-        # 2. confidence: log-probability of the sampled token (known positions: +inf, never re-masked)
+        # 2. confidence: log-probability of the sampled token
         log_probs = logits.float().log_softmax(dim=-1)  # (B, N, K)
         confidence = log_probs.gather(-1, sampled[..., None])[..., 0]  # (B, N)
-        confidence = confidence.masked_fill(~is_masked, math.inf)
         # 3. annealed Gumbel noise on the confidences (reference: mask_by_random_topk)
         r = (step + 1) / steps
         scale = choice_temperature * (1.0 - r)
@@ -234,8 +243,7 @@ class MaskGIT(nn.Module):
             confidence = confidence + scale * gumbel_noise((b, n), generator, flat.device)
         # 4. the schedule's count of least confident samples goes back to [MASK]
         keep_masked = masked_after(step, steps, unknown, masked_now, schedule).to(flat.device)  # (B,)
-        ranks = confidence.argsort(dim=1, stable=True).argsort(dim=1)  # (B, N): 0 = least confident
-        return rearrange(sampled.masked_fill(ranks < keep_masked[:, None], self.mask_id),
+        return rearrange(remask(sampled, confidence, is_masked, keep_masked, self.mask_id),
                          "b (h w) -> b h w", h=self.config.grid[0])
 
     @torch.no_grad()

@@ -117,3 +117,17 @@ def _imshow(ax, image: np.ndarray) -> None:
         ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     else:
         ax.imshow(image, interpolation="nearest")
+
+
+@torch.no_grad()
+def decode_masked(tokenizer, grids: torch.Tensor, mask_id: int, grey: float = 0.5) -> torch.Tensor:
+    """Images (B, C, H, W) of token grids (B, h, w) that hold ``mask_id`` where unknown: the known tokens
+    decoded (a masked cell decodes as token 0 first, which its neighbours' edges may show), the masked
+    cells painted ``grey``."""
+    if grids.ndim != 3:
+        raise ValueError(f"expected token grids of shape (B, h, w), got {tuple(grids.shape)}")
+    hidden = grids == mask_id  # (B, h, w)
+    images = tokenizer.decode(grids.masked_fill(hidden, 0)).clamp(0, 1)  # (B, C, H, W)
+    cell_h, cell_w = images.shape[-2] // grids.shape[-2], images.shape[-1] // grids.shape[-1]
+    cover = hidden.repeat_interleave(cell_h, 1).repeat_interleave(cell_w, 2)[:, None]  # (B, 1, H, W)
+    return torch.where(cover, torch.full_like(images, grey), images)

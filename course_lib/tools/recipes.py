@@ -21,6 +21,7 @@ from course_lib.tokenizers.vqgan_loss import VQGANLoss, VQGANLossConfig
 from course_lib.tools.train import train_tokenizer
 from course_lib.tools.train_classifier import train_classifier
 from course_lib.tools.train_gpt import record_sample_metrics, train_gpt
+from course_lib.tools.train_maskgit import train_maskgit
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,13 @@ def _gpt(data: str, needs: tuple[str, ...], steps: int, batch_size: int, **optio
     return Recipe("gpt", "gpt-small", data, train, needs=needs, **options)
 
 
+def _maskgit(data: str, needs: tuple[str, ...], steps: int, batch_size: int, **options) -> Recipe:
+    """A MaskGIT on the tokens of ``needs[0]`` (a tokenizer), scored by ``needs[1]`` (a classifier) if given."""
+    train = TrainConfig(steps=steps, batch_size=batch_size, lr=2e-3, warmup=100, weight_decay=0.05,
+                        eval_every=steps // 5, checkpoint_every=steps // 10)
+    return Recipe("maskgit", "maskgit-small", data, train, needs=needs, **options)
+
+
 # lesson 06's fine-tune: a low learning rate and small weights. With perceptual_weight 0.02, gan_weight 0.5
 # and lr 2e-4 the adaptive weight of a fresh discriminator (about 3) wrecked the reconstructions within
 # 30 steps; with 0.02, 0.1 and 1e-4 the PSNR cost was 2 dB by step 600 (on the 256-crop periodic evaluation)
@@ -91,6 +99,11 @@ RECIPES: dict[str, Recipe] = {
     # digits: guidance 2 draws the right digit 96% of the time in notebook 07's sweep, 3 over-guides (92%)
     "gpt-digits": _gpt("digits", ("vq-f8-glyphs", "classifier-digits"), 2000, 64, label="char", sampling={"cfg": 2.0}),
     "gpt-photos": _gpt("photos", ("vq-f4-photos",), 1000, 32, n_train=16384),
+    # lesson 08: MaskGITs on the same tokens, data and yardstick as the GPTs, scored at 8 parallel steps
+    "maskgit-shapes": _maskgit("shapes", ("vq-f8-shapes", "classifier-shapes"), 10000, 64, label=("shape", "colour"),
+                               n_train=32768, sampling={"steps": 8, "cfg": 2.0}),
+    "maskgit-digits": _maskgit("digits", ("vq-f8-glyphs", "classifier-digits"), 4000, 64, label="char",
+                               sampling={"steps": 8, "cfg": 2.0}),
     # lesson 06's perceptual distance: a small network that tells a crop's rotation and source photo
     "feature-net-photos": Recipe("feature-net", "photos-32", "photos", feature_net_train_config(2500, 64)),
     # lesson 06: the photo VQ tokenizer fine-tuned with perceptual + adversarial losses, same bits per image
@@ -115,6 +128,14 @@ def _make_gpt(recipe: Recipe, run: Path, progress: bool) -> TrainResult:
     _, result, _ = train_gpt(recipe.preset, recipe.needs[0], recipe.data, recipe.train, run, recipe.label,
                              recipe.overrides, recipe.n_train, recipe.n_test, resume=True, progress=progress)
     if len(recipe.needs) > 1:  # the yardstick: class accuracy and distance of samples, floor and ceiling
+        record_sample_metrics(run, recipe.needs[0], recipe.needs[1], recipe.sampling)
+    return result
+
+
+def _make_maskgit(recipe: Recipe, run: Path, progress: bool) -> TrainResult:
+    _, result, _ = train_maskgit(recipe.preset, recipe.needs[0], recipe.data, recipe.train, run, recipe.label,
+                                 recipe.overrides, recipe.n_train, recipe.n_test, resume=True, progress=progress)
+    if len(recipe.needs) > 1:  # the yardstick, at the recipe's step count
         record_sample_metrics(run, recipe.needs[0], recipe.needs[1], recipe.sampling)
     return result
 
@@ -152,7 +173,7 @@ def game_history(history: list[dict]) -> list[dict]:
 # kind -> builder(recipe, run_path, progress): trains (resuming the run at run_path) and writes it there
 BUILDERS: dict[str, Callable[[Recipe, Path, bool], TrainResult]] = {
     "tokenizer": _make_tokenizer, "classifier": _make_classifier, "gpt": _make_gpt,
-    "feature-net": _make_feature_net, "vqgan": _make_vqgan}
+    "feature-net": _make_feature_net, "vqgan": _make_vqgan, "maskgit": _make_maskgit}
 
 
 def build_order(names: list[str], recipes: dict[str, Recipe] = RECIPES) -> list[str]:

@@ -3,6 +3,7 @@
     python -m course_lib.sample gpt-shapes --n 64 --class circle-red --out grid.png --save-dir samples/ --seed 0
     python -m course_lib.sample gpt-digits --list-classes
     python -m course_lib.sample runs/gpt.pt --n 16 --cfg 3 --temperature 0.9 --top-k 100
+    python -m course_lib.sample maskgit-shapes --n 64 --steps 4 --cfg 2
 
 CKPT is a shipped name (``data/checkpoints/NAME.pt``) or a ``.pt`` path. ``--class`` takes a class
 name or index (default: the classes in turn); ``--cfg`` and ``--steps`` exist where the model has
@@ -57,8 +58,21 @@ def _given(args: argparse.Namespace) -> dict:
     return {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "cfg": args.cfg}
 
 
+def sample_maskgit(model, args: argparse.Namespace, classes: torch.Tensor | None, generator: torch.Generator,
+                   defaults: dict) -> torch.Tensor:
+    """MaskGIT: ``--steps`` parallel decoding steps, ``--cfg``, ``--temperature``; no top-k / top-p."""
+    unused = [flag for flag, value in (("--top-k", args.top_k), ("--top-p", args.top_p)) if value is not None]
+    if unused:
+        raise ValueError(f"a MaskGIT samples with --steps, --cfg and --temperature; it has no {' or '.join(unused)}")
+    given = {"steps": args.steps, "cfg": args.cfg, "temperature": args.temperature}
+    settings = {**defaults, **{k: v for k, v in given.items() if v is not None}}
+    if classes is None:
+        settings.pop("cfg", None)  # guidance needs a class
+    return model.sample(args.n, classes, generator=generator, **settings)
+
+
 # generator kind (metadata "kind") -> sampler(model, args, classes, generator, the recipe's sampling) -> grids
-SAMPLERS: dict[str, Callable] = {"gpt": sample_gpt}
+SAMPLERS: dict[str, Callable] = {"gpt": sample_gpt, "maskgit": sample_maskgit}
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

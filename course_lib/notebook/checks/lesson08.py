@@ -1,0 +1,62 @@
+"""Exercises of 08_maskgit: the schedule's mask count after a decoding step, and one step's re-masking."""
+from __future__ import annotations
+
+import torch
+
+from course_lib.generators.mask_schedule import masked_after
+from course_lib.generators.maskgit import remask
+from course_lib.notebook.exercises import Case, Exercise, register
+
+LESSON = "08_maskgit"
+RATIO_SCHEDULES = ("cosine", "linear", "square", "sqrt")  # the exercise leaves out "constant"
+
+
+def mask_count(step: int, steps: int, n: int, masked_now: int, schedule: str) -> int:
+    """The exercise's signature of :func:`course_lib.generators.mask_schedule.masked_after` (ints only)."""
+    return int(masked_after(step, steps, n, masked_now, schedule))
+
+
+def _count_cases(g: torch.Generator) -> list[Case]:
+    # whole decodings (the run function chains masked_now), chosen so that each clamp matters somewhere:
+    # sqrt with steps = n needs "one per remaining step", cosine with 64 tokens in 32 steps "one per step now"
+    cases = [Case((16, 16, "sqrt")), Case((64, 32, "cosine")), Case((10, 5, "linear")), Case((16, 8, "cosine"))]
+    n = int(torch.randint(20, 200, (1,), generator=g))
+    schedule = RATIO_SCHEDULES[int(torch.randint(len(RATIO_SCHEDULES), (1,), generator=g))]
+    steps = int(torch.randint(2, 12, (1,), generator=g))
+    return cases + [Case((n, steps, schedule)), Case((256, 12, "square"))]
+
+
+def _run_counts(fn, case: Case) -> list[int]:
+    """The counts after every step of one decoding of n tokens, each step given the count before it."""
+    n, steps, schedule = case.args
+    counts, masked = [], n
+    for step in range(steps):
+        masked = int(fn(step, steps, n, masked, schedule))
+        counts.append(masked)
+    return counts
+
+
+def _remask_cases(g: torch.Generator) -> list[Case]:
+    cases = []
+    for b, n, mask_id in [(3, 16, 256), (4, 16, 10), (2, 64, 1024), (5, 9, 7)]:
+        sampled = torch.randint(mask_id, (b, n), generator=g)
+        confidence = -torch.rand(b, n, generator=g) * 5  # log-probabilities (+ noise): the known ones too
+        is_masked = torch.rand(b, n, generator=g) < 0.7
+        is_masked[:, 0] = True  # every row has a masked position
+        masked_now = is_masked.sum(1)  # (B,)
+        keep = (torch.rand(b, generator=g) * masked_now).long()  # (B,) in [0, masked_now)
+        cases.append(Case((sampled, confidence, is_masked, keep, mask_id),
+                          label=f"sampled {(b, n)}, keep_masked {keep.tolist()}, mask_id {mask_id}"))
+    return cases
+
+
+register(Exercise(
+    name="mask_count", lesson=LESSON, reference=mask_count, make_cases=_count_cases, run=_run_counts,
+    hint="floor(n * mask_ratio((step + 1) / steps, schedule) + 1e-9), then at least steps - 1 - step "
+         "(one token for each later step), at most masked_now - 1 (this step reveals one), and never below 0",
+))
+register(Exercise(
+    name="remask", lesson=LESSON, reference=remask, make_cases=_remask_cases,
+    hint="give the known positions (~is_masked) confidence +inf; rank each row's confidences from the lowest "
+         "(argsort of argsort); the keep_masked[b] lowest ranks of row b become mask_id, all else keeps its sample",
+))
