@@ -99,11 +99,14 @@ RECIPES: dict[str, Recipe] = {
     # digits: guidance 2 draws the right digit 96% of the time in notebook 07's sweep, 3 over-guides (92%)
     "gpt-digits": _gpt("digits", ("vq-f8-glyphs", "classifier-digits"), 2000, 64, label="char", sampling={"cfg": 2.0}),
     "gpt-photos": _gpt("photos", ("vq-f4-photos",), 1000, 32, n_train=16384),
-    # lesson 08: MaskGITs on the same tokens, data and yardstick as the GPTs, scored at 8 parallel steps
+    # lesson 08: MaskGITs on the same tokens, data and yardstick as the GPTs, scored at 8 parallel steps.
+    # shapes: 4000 steps drew the right class 83% of the time (cfg 2), 10000 steps 90%; temperature 0.7 is
+    # the MaskGIT's fidelity knob as top-k 10 is the GPT's (93.0% and distance 2.48 against 90.3% and 3.0 at 1.0)
     "maskgit-shapes": _maskgit("shapes", ("vq-f8-shapes", "classifier-shapes"), 10000, 64, label=("shape", "colour"),
-                               n_train=32768, sampling={"steps": 8, "cfg": 2.0}),
+                               n_train=32768, sampling={"steps": 8, "cfg": 2.0, "temperature": 0.7}),
+    # digits: 97.3% at temperature 1, 98.2% (distance 0.88 against 1.11) at 0.7
     "maskgit-digits": _maskgit("digits", ("vq-f8-glyphs", "classifier-digits"), 4000, 64, label="char",
-                               sampling={"steps": 8, "cfg": 2.0}),
+                               sampling={"steps": 8, "cfg": 2.0, "temperature": 0.7}),
     # lesson 06's perceptual distance: a small network that tells a crop's rotation and source photo
     "feature-net-photos": Recipe("feature-net", "photos-32", "photos", feature_net_train_config(2500, 64)),
     # lesson 06: the photo VQ tokenizer fine-tuned with perceptual + adversarial losses, same bits per image
