@@ -21,7 +21,8 @@ def _gpt_on_the_same_tokens(name):
 @pytest.mark.parametrize("name", MASKGITS)
 def test_shipped_maskgit_reproduces_its_masked_token_loss(name):
     metadata = read_metadata(CHECKPOINT_DIR / f"{name}.pt")
-    model, tokenizer = load_model(CHECKPOINT_DIR / f"{name}.pt"), load_model(CHECKPOINT_DIR / f"{metadata['tokenizer']}.pt")
+    model = load_model(CHECKPOINT_DIR / f"{name}.pt")
+    tokenizer = load_model(CHECKPOINT_DIR / f"{metadata['tokenizer']}.pt")
     assert metadata["tokenizer"] == RECIPES[name].needs[0]
     assert model.config.codebook_size == tokenizer.codebook_size and model.config.grid == tuple(tokenizer.tokens_shape)
     test_set = metadata["test_set"]
@@ -33,7 +34,8 @@ def test_shipped_maskgit_reproduces_its_masked_token_loss(name):
 
 @pytest.mark.parametrize("name", MASKGITS)
 def test_metadata_mirrors_the_gpts(name):
-    metadata, gpt = read_metadata(CHECKPOINT_DIR / f"{name}.pt"), read_metadata(CHECKPOINT_DIR / f"{_gpt_on_the_same_tokens(name)}.pt")
+    metadata = read_metadata(CHECKPOINT_DIR / f"{name}.pt")
+    gpt = read_metadata(CHECKPOINT_DIR / f"{_gpt_on_the_same_tokens(name)}.pt")
     assert metadata["kind"] == "maskgit"
     for key in ("tokenizer", "class_names", "label", "data"):
         assert metadata[key] == gpt[key], key

@@ -25,7 +25,8 @@ import torch
 Sampler = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # (classes (B,), generator) -> grids (B, h, w)
 
 
-def time_samplers(samplers: dict[str, Sampler], classes: torch.Tensor, repeats: int = 3, seed: int = 0) -> dict[str, float]:
+def time_samplers(samplers: dict[str, Sampler], classes: torch.Tensor, repeats: int = 3,
+                  seed: int = 0) -> dict[str, float]:
     """Median wall seconds of each sampler drawing grids for ``classes`` (B,), timed in turn, ``repeats`` times."""
     if repeats < 1 or not samplers:
         raise ValueError(f"expected repeats >= 1 and at least one sampler, got {repeats} and {list(samplers)}")

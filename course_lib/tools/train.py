@@ -1,4 +1,4 @@
-"""Train a tokenizer (on any dataset of the course or a folder of your images) or a GPT on its tokens.
+"""Train a tokenizer (on any dataset of the course or a folder of your images), or a GPT or a MaskGIT on its tokens.
 
     python -m course_lib.train tokenizer --preset vq-f4 --data shapes --steps 2000 --out runs/vq-f4.pt
     python -m course_lib.train tokenizer --preset fsq-f4 --data folder:~/pictures --steps 5000 \\
@@ -12,7 +12,8 @@
 
 Images are resized and converted to the preset's size and channels. The checkpoint holds the weights,
 the config, the training state (for ``--resume``) and metadata with the test metrics; evaluate it with
-``python -m course_lib.evaluate``. Training itself is :func:`course_lib.engine.training.train`; a GPT's run is :mod:`course_lib.tools.train_gpt`, a MaskGIT's :mod:`course_lib.tools.train_maskgit`.
+``python -m course_lib.evaluate``. Training itself is :func:`course_lib.engine.training.train`; a GPT's run is
+:mod:`course_lib.tools.train_gpt`, a MaskGIT's :mod:`course_lib.tools.train_maskgit`.
 """
 from __future__ import annotations
 
