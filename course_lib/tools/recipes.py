@@ -20,6 +20,7 @@ from course_lib.tokenizers.perceptual import FeatureDistance, feature_net_train_
 from course_lib.tokenizers.vqgan_loss import VQGANLoss, VQGANLossConfig
 from course_lib.tools.train import train_tokenizer
 from course_lib.tools.train_classifier import train_classifier
+from course_lib.tools.train_flow import train_flow
 from course_lib.tools.train_gpt import record_sample_metrics, train_gpt
 
 
@@ -61,6 +62,13 @@ def _gpt(data: str, needs: tuple[str, ...], steps: int, batch_size: int, **optio
     return Recipe("gpt", "gpt-small", data, train, needs=needs, **options)
 
 
+def _flow(data: str, needs: tuple[str, ...], steps: int, batch_size: int, **options) -> Recipe:
+    """A DiT trained by flow matching on the latents of ``needs[0]`` (a KL tokenizer), scored by ``needs[1]``."""
+    train = TrainConfig(steps=steps, batch_size=batch_size, lr=1e-3, warmup=200, eval_every=steps // 5,
+                        checkpoint_every=steps // 10)
+    return Recipe("flow", "dit-small", data, train, needs=needs, **options)
+
+
 # lesson 06's fine-tune: a low learning rate and small weights. With perceptual_weight 0.02, gan_weight 0.5
 # and lr 2e-4 the adaptive weight of a fresh discriminator (about 3) wrecked the reconstructions within
 # 30 steps; with 0.02, 0.1 and 1e-4 the PSNR cost was 2 dB by step 600 (on the 256-crop periodic evaluation)
@@ -91,6 +99,9 @@ RECIPES: dict[str, Recipe] = {
     # digits: guidance 2 draws the right digit 96% of the time in notebook 07's sweep, 3 over-guides (92%)
     "gpt-digits": _gpt("digits", ("vq-f8-glyphs", "classifier-digits"), 2000, 64, label="char", sampling={"cfg": 2.0}),
     "gpt-photos": _gpt("photos", ("vq-f4-photos",), 1000, 32, n_train=16384),
+    # lesson 09: a DiT (depth 3: dit-small's depth 4 is over the size limit) on kl-f4-shapes' 4x8x8 latents
+    "flow-shapes": _flow("shapes", ("kl-f4-shapes", "classifier-shapes"), 12000, 64, label=("shape", "colour"),
+                         n_train=32768, overrides={"depth": 3}, sampling={"steps": 16, "method": "euler", "cfg": 2.0}),
     # lesson 06's perceptual distance: a small network that tells a crop's rotation and source photo
     "feature-net-photos": Recipe("feature-net", "photos-32", "photos", feature_net_train_config(2500, 64)),
     # lesson 06: the photo VQ tokenizer fine-tuned with perceptual + adversarial losses, same bits per image
@@ -115,6 +126,14 @@ def _make_gpt(recipe: Recipe, run: Path, progress: bool) -> TrainResult:
     _, result, _ = train_gpt(recipe.preset, recipe.needs[0], recipe.data, recipe.train, run, recipe.label,
                              recipe.overrides, recipe.n_train, recipe.n_test, resume=True, progress=progress)
     if len(recipe.needs) > 1:  # the yardstick: class accuracy and distance of samples, floor and ceiling
+        record_sample_metrics(run, recipe.needs[0], recipe.needs[1], recipe.sampling)
+    return result
+
+
+def _make_flow(recipe: Recipe, run: Path, progress: bool) -> TrainResult:
+    _, result, _ = train_flow(recipe.preset, recipe.needs[0], recipe.data, recipe.train, run, recipe.label,
+                              recipe.overrides, recipe.n_train, recipe.n_test, resume=True, progress=progress)
+    if len(recipe.needs) > 1:  # the yardstick, on samples drawn with the recipe's steps, sampler and guidance
         record_sample_metrics(run, recipe.needs[0], recipe.needs[1], recipe.sampling)
     return result
 
@@ -152,7 +171,7 @@ def game_history(history: list[dict]) -> list[dict]:
 # kind -> builder(recipe, run_path, progress): trains (resuming the run at run_path) and writes it there
 BUILDERS: dict[str, Callable[[Recipe, Path, bool], TrainResult]] = {
     "tokenizer": _make_tokenizer, "classifier": _make_classifier, "gpt": _make_gpt,
-    "feature-net": _make_feature_net, "vqgan": _make_vqgan}
+    "feature-net": _make_feature_net, "vqgan": _make_vqgan, "flow": _make_flow}
 
 
 def build_order(names: list[str], recipes: dict[str, Recipe] = RECIPES) -> list[str]:
