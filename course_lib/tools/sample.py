@@ -63,6 +63,35 @@ def _given(args: argparse.Namespace) -> dict:
     return {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "cfg": args.cfg}
 
 
+# generator kind (metadata "kind") -> sampler(model, args, classes, generator, the recipe's sampling) -> grids
+SAMPLERS: dict[str, Callable] = {"gpt": sample_gpt}
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, C, H, W) in [0, 1] -> (B, H, W, C) uint8."""
+    return (rearrange(images.clamp(0, 1), "b c h w -> b h w c") * 255).round().byte().numpy()
+
+
+def save_grid(images: torch.Tensor, path: Path, ncols: int | None = None, pad: int = 2) -> Path:
+    """All images in one PNG, ``ncols`` per row (default: a square), ``pad`` black pixels between."""
+    b, c, h, w = images.shape
+    ncols = ncols or math.ceil(math.sqrt(b))
+    nrows = math.ceil(b / ncols)
+    canvas = torch.zeros(c, nrows * (h + pad) + pad, ncols * (w + pad) + pad)
+    for i, image in enumerate(images):
+        top, left = pad + (i // ncols) * (h + pad), pad + (i % ncols) * (w + pad)
+        canvas[:, top:top + h, left:left + w] = image.clamp(0, 1)
+    return _save_png(to_uint8(canvas[None])[0], path)
+
+
+def _save_png(array: np.ndarray, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(path)
+    return path
+
+
+# ----- lesson 09: flow models, and draw() for any generator -----
+
 def sample_flow(model, args: argparse.Namespace, classes: torch.Tensor | None, generator: torch.Generator,
                 defaults: dict) -> torch.Tensor:
     """A flow model (lesson 09): steps, method (euler / heun) and guidance; raw latents (n, C, h, w)."""
@@ -78,8 +107,6 @@ def sample_flow(model, args: argparse.Namespace, classes: torch.Tensor | None, g
     return model.sample(args.n, classes, generator=generator, **settings)
 
 
-# generator kind (metadata "kind") -> sampler(model, args, classes, generator, the recipe's sampling) -> grids
-SAMPLERS: dict[str, Callable] = {"gpt": sample_gpt}
 SAMPLERS["flow"] = sample_flow  # continuous latents, decoded by a KL tokenizer
 
 
@@ -132,29 +159,6 @@ def _classes(classes, names: list[str], n: int) -> torch.Tensor | None:
     if classes.shape != (n,) or not names or classes.min() < 0 or classes.max() >= len(names):
         raise ValueError(f"expected {n} class indices in [0, {len(names)}), got {tuple(classes.shape)}")
     return classes
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B, C, H, W) in [0, 1] -> (B, H, W, C) uint8."""
-    return (rearrange(images.clamp(0, 1), "b c h w -> b h w c") * 255).round().byte().numpy()
-
-
-def save_grid(images: torch.Tensor, path: Path, ncols: int | None = None, pad: int = 2) -> Path:
-    """All images in one PNG, ``ncols`` per row (default: a square), ``pad`` black pixels between."""
-    b, c, h, w = images.shape
-    ncols = ncols or math.ceil(math.sqrt(b))
-    nrows = math.ceil(b / ncols)
-    canvas = torch.zeros(c, nrows * (h + pad) + pad, ncols * (w + pad) + pad)
-    for i, image in enumerate(images):
-        top, left = pad + (i // ncols) * (h + pad), pad + (i % ncols) * (w + pad)
-        canvas[:, top:top + h, left:left + w] = image.clamp(0, 1)
-    return _save_png(to_uint8(canvas[None])[0], path)
-
-
-def _save_png(array: np.ndarray, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(path)
-    return path
 
 
 def parse_args(argv=None) -> argparse.Namespace:
