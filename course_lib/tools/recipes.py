@@ -99,7 +99,9 @@ RECIPES: dict[str, Recipe] = {
     # digits: guidance 2 draws the right digit 96% of the time in notebook 07's sweep, 3 over-guides (92%)
     "gpt-digits": _gpt("digits", ("vq-f8-glyphs", "classifier-digits"), 2000, 64, label="char", sampling={"cfg": 2.0}),
     "gpt-photos": _gpt("photos", ("vq-f4-photos",), 1000, 32, n_train=16384),
-    # lesson 09: a DiT (depth 3: dit-small's depth 4 is over the size limit) on kl-f4-shapes' 4x8x8 latents
+    # lesson 09: a DiT on kl-f4-shapes' 4x8x8 latents, depth 3 (3.9 MB; dit-small's depth 4 weighs 5.1 MB),
+    # logit-normal times (train_flow's default); 16 Euler steps with guidance 2 drew the asked class 99.5% of
+    # the time (1,024 samples), in 12 minutes of one thread
     "flow-shapes": _flow("shapes", ("kl-f4-shapes", "classifier-shapes"), 12000, 64, label=("shape", "colour"),
                          n_train=32768, overrides={"depth": 3}, sampling={"steps": 16, "method": "euler", "cfg": 2.0}),
     # lesson 06's perceptual distance: a small network that tells a crop's rotation and source photo
