@@ -8,7 +8,7 @@
     python -m course_lib.train gpt --tokenizer vq-f8-shapes --data shapes --label shape,colour \
         --steps 2000 --out runs/gpt-shapes.pt                                # class-conditional GPT
     python -m course_lib.train flow --tokenizer kl-f4-shapes --data shapes --label shape,colour \
-        --steps 12000 --set depth=3 --out runs/flow-shapes.pt                # DiT by flow matching on KL latents
+        --steps 12000 --set depth=3 --n-train 32768 --out runs/flow-shapes.pt   # a DiT on KL latents
 
 Images are resized and converted to the preset's size and channels. The checkpoint holds the weights,
 the config, the training state (for ``--resume``) and metadata with the test metrics; evaluate it with

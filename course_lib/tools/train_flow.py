@@ -1,7 +1,7 @@
 """Train a DiT by flow matching on a KL tokenizer's continuous latents, and measure it with the yardstick.
 
-    python -m course_lib.train flow --tokenizer kl-f4-shapes --data shapes --label shape,colour --steps 6000 \\
-        --out runs/flow-shapes.pt
+    python -m course_lib.train flow --tokenizer kl-f4-shapes --data shapes --label shape,colour --steps 12000 \\
+        --set depth=3 --n-train 32768 --out runs/flow-shapes.pt
 
 The tokenizer (a shipped name or a checkpoint path, kind "kl") encodes the dataset once into latents
 (the posterior means, cached in ``data/tokens/``); the DiT (:mod:`course_lib.generators.dit`) fits its
