@@ -104,6 +104,10 @@ RECIPES: dict[str, Recipe] = {
     # the time (1,024 samples), in 12 minutes of one thread
     "flow-shapes": _flow("shapes", ("kl-f4-shapes", "classifier-shapes"), 12000, 64, label=("shape", "colour"),
                          n_train=32768, overrides={"depth": 3}, sampling={"steps": 16, "method": "euler", "cfg": 2.0}),
+    # digits: the same DiT on a grey KL tokenizer of glyphs (as vq-f8-glyphs is for the digits GPT)
+    "kl-f4-glyphs": _tokenizer("kl-f4", "glyphs", _steps(1500, 64), overrides={"in_channels": 1}),  # grey
+    "flow-digits": _flow("digits", ("kl-f4-glyphs", "classifier-digits"), 12000, 64, label="char",
+                         overrides={"depth": 3}, sampling={"steps": 16, "method": "euler", "cfg": 2.0}),
     # lesson 06's perceptual distance: a small network that tells a crop's rotation and source photo
     "feature-net-photos": Recipe("feature-net", "photos-32", "photos", feature_net_train_config(2500, 64)),
     # lesson 06: the photo VQ tokenizer fine-tuned with perceptual + adversarial losses, same bits per image
