@@ -135,13 +135,13 @@ def _reproduce_feature_net(model, metadata):
 
 def _reproduced_in_their_own_tests(model, metadata):
     """Classifiers: tests/test_yardstick.py; GPTs: tests/test_gpt_checkpoints.py; MaskGITs:
-    tests/test_maskgit_checkpoints.py (they need other checkpoints)."""
+    tests/test_maskgit_checkpoints.py; flow models: tests/test_flow_tools.py (they need other checkpoints)."""
 
 
 # kind -> check(loaded model, metadata): the recorded held-out metrics come back
 REPRODUCE = {"tokenizer": _reproduce_tokenizer, "vqgan": _reproduce_tokenizer, "feature-net": _reproduce_feature_net,
              "classifier": _reproduced_in_their_own_tests, "gpt": _reproduced_in_their_own_tests,
-             "maskgit": _reproduced_in_their_own_tests}
+             "maskgit": _reproduced_in_their_own_tests, "flow": _reproduced_in_their_own_tests}
 
 
 def test_every_recipe_kind_has_a_reproduction_check():

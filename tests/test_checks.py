@@ -113,6 +113,25 @@ WRONG = {
         "pushes the wrong way": lambda c, u, s: u + s * (u - c),
         "ignores the scale": lambda c, u, s: c,
     },
+    "interpolant": {
+        "t = 0 is noise": lambda d, n, t: (t.view(-1, *[1] * (d.ndim - 1)) * d + (1 - t.view(-1, *[1] * (d.ndim - 1))) * n,
+                                           d - n),
+        "velocity points to the data": lambda d, n, t: (_path(d, n, t), d - n),
+        "noise as the target": lambda d, n, t: (_path(d, n, t), n),
+        "variance-preserving path": lambda d, n, t: ((1 - _t(t, d)).sqrt() * d + _t(t, d).sqrt() * n, n - d),
+        "t broadcast over the last axis": lambda d, n, t: ((1 - t.mean()) * d + t.mean() * n, n - d),
+    },
+    "euler_step": {
+        "steps the wrong way": lambda x, v, t, t_next: x + (t - t_next) * v,
+        "forgets the step size": lambda x, v, t, t_next: x - v,
+        "scales by t_next alone": lambda x, v, t, t_next: x - t_next * v,
+    },
+    "cfg_velocity": {
+        "pushes from the conditional": lambda c, u, s: c + s * (c - u),
+        "pushes the wrong way": lambda c, u, s: u + s * (u - c),
+        "ignores the scale": lambda c, u, s: c,
+        "averages the two": lambda c, u, s: (c + u) / 2,
+    },
     "hinge_losses": {
         "no 0.5 factor": lambda r, f: (F.relu(1 - r).mean() + F.relu(1 + f).mean(), -f.mean()),
         "signs of the hinges swapped": lambda r, f: (0.5 * (F.relu(1 + r).mean() + F.relu(1 - f).mean()), -f.mean()),
@@ -183,6 +202,14 @@ def _draw(logits, k, generator):
 def _draw_in_top_k(logits, k, generator):
     values = logits.topk(k or logits.shape[-1], dim=-1).values  # forgets to map back to vocabulary indices
     return torch.multinomial(values.softmax(-1), 1, generator=generator)[:, 0]
+def _t(t, data):
+    return t.reshape(-1, *[1] * (data.ndim - 1))
+
+
+def _path(data, noise, t):
+    return (1 - _t(t, data)) * data + _t(t, data) * noise
+
+
 def _grad_norm(loss, weight, graph=False):
     (grad,) = torch.autograd.grad(loss, weight, retain_graph=True, create_graph=graph)
     return grad.norm() if graph else grad.norm().detach()

@@ -45,11 +45,13 @@ def test_target_is_constant_along_a_straight_path():
 
 
 def test_euler_step_and_cfg_velocity():
-    x, v = torch.randn(4, 3), torch.randn(4, 3)
+    g = torch.Generator().manual_seed(0)  # not the global generator: other tests move it
+    x, v = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
     assert torch.allclose(euler_step(x, v, 0.75, 0.5), x - 0.25 * v)
-    cond, uncond = torch.randn(4, 3), torch.randn(4, 3)
-    assert torch.allclose(cfg_velocity(cond, uncond, 1.0), cond)
-    assert torch.allclose(cfg_velocity(cond, uncond, 0.0), uncond)
+    cond, uncond = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
+    # uncond + 1 * (cond - uncond) rounds: compare with an absolute tolerance, not only a relative one
+    assert torch.allclose(cfg_velocity(cond, uncond, 1.0), cond, atol=1e-6)
+    assert torch.allclose(cfg_velocity(cond, uncond, 0.0), uncond, atol=1e-6)
     assert torch.allclose(cfg_velocity(cond, uncond, 4.0), 4 * cond - 3 * uncond, atol=1e-5)
 
 

@@ -1,19 +1,23 @@
-"""Train a tokenizer (on any dataset of the course or a folder of your images), or a GPT or a MaskGIT on its tokens.
+"""Train a tokenizer (on any dataset of the course or a folder of your images), or a generator: a GPT or a
+MaskGIT on its tokens, a flow-matching DiT on a KL tokenizer's latents.
 
     python -m course_lib.train tokenizer --preset vq-f4 --data shapes --steps 2000 --out runs/vq-f4.pt
     python -m course_lib.train tokenizer --preset fsq-f4 --data folder:~/pictures --steps 5000 \\
         --out runs/fsq.pt --set widths=(32,64,96)
     python -m course_lib.train tokenizer ... --out runs/vq-f4.pt --resume   # continue an interrupted run
     torchrun --nproc_per_node=4 -m course_lib.train tokenizer ...   # data-parallel, --batch-size is global
-    python -m course_lib.train gpt --tokenizer vq-f8-shapes --data shapes --label shape,colour \
+    python -m course_lib.train gpt --tokenizer vq-f8-shapes --data shapes --label shape,colour \\
         --steps 2000 --out runs/gpt-shapes.pt                                # class-conditional GPT
-    python -m course_lib.train maskgit --tokenizer vq-f8-shapes --data shapes --label shape,colour \
+    python -m course_lib.train maskgit --tokenizer vq-f8-shapes --data shapes --label shape,colour \\
         --steps 4000 --out runs/maskgit-shapes.pt                            # the same tokens, MaskGIT
+    python -m course_lib.train flow --tokenizer kl-f4-shapes --data shapes --label shape,colour \\
+        --steps 12000 --set depth=3 --n-train 32768 --out runs/flow-shapes.pt   # a DiT on KL latents
 
 Images are resized and converted to the preset's size and channels. The checkpoint holds the weights,
 the config, the training state (for ``--resume``) and metadata with the test metrics; evaluate it with
-``python -m course_lib.evaluate``. Training itself is :func:`course_lib.engine.training.train`; a GPT's run is
-:mod:`course_lib.tools.train_gpt`, a MaskGIT's :mod:`course_lib.tools.train_maskgit`.
+``python -m course_lib.evaluate``. Training itself is :func:`course_lib.engine.training.train`; a GPT's run
+is :mod:`course_lib.tools.train_gpt`, a MaskGIT's :mod:`course_lib.tools.train_maskgit`, a flow model's
+:mod:`course_lib.tools.train_flow`.
 """
 from __future__ import annotations
 
@@ -39,8 +43,11 @@ from course_lib.engine.checkpoints import (CheckpointError, check_metadata, load
 from course_lib.engine.seeding import seed_everything
 from course_lib.engine.training import Accelerate, TrainConfig, TrainingDiverged, TrainResult, train
 from course_lib.evaluation.reconstruction import evaluate_tokenizer
+from course_lib.generators.dit import dit_presets
+from course_lib.generators.flow import TIME_SAMPLINGS
 from course_lib.generators.gpt import gpt_presets
 from course_lib.generators.maskgit import maskgit_presets
+from course_lib.tools.train_flow import train_flow
 from course_lib.tools.train_gpt import train_gpt
 from course_lib.tools.train_maskgit import train_maskgit
 from course_lib.tokenizers.losses import TokenizerLoss
@@ -133,7 +140,7 @@ def parse_overrides(items: list[str]) -> dict:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m course_lib.train", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{tokenizer,gpt,maskgit}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{tokenizer,gpt,maskgit,flow}")
     p = commands.add_parser("tokenizer", help="train an image tokenizer")
     p.add_argument("--preset", required=True, choices=sorted(tokenizer_presets), metavar="PRESET",
                    help=f"one of {', '.join(sorted(tokenizer_presets))}")
@@ -156,6 +163,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-bf16", action="store_true", help="train in float32 on cuda too (default: bf16 autocast)")
     _gpt_parser(commands)
     _maskgit_parser(commands)
+    _flow_parser(commands)
     return parser.parse_args(argv)
 
 
@@ -218,6 +226,39 @@ def run_maskgit(args: argparse.Namespace) -> str:
             f"{metrics['bits_per_masked_token']:.3f} bits per masked token")
 
 
+def _flow_parser(commands) -> None:
+    p = commands.add_parser("flow", help="train a DiT by flow matching on a KL tokenizer's latents")
+    p.add_argument("--tokenizer", required=True, help="a KL tokenizer: shipped name (kl-f4-shapes) or .pt path")
+    p.add_argument("--data", required=True, help="the dataset to encode: shapes, photos, glyphs, digits, ...")
+    p.add_argument("--label", default=None, help="condition on this label (several: shape,colour); default: none")
+    p.add_argument("--preset", default="dit-small", choices=sorted(dit_presets))
+    p.add_argument("--time-sampling", default="logit-normal", choices=TIME_SAMPLINGS)
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--out", required=True, type=Path, help="checkpoint to write (.pt)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=None, help="default: min(200, steps // 10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-train", type=int, default=None)
+    p.add_argument("--n-test", type=int, default=1024)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a DiT preset field")
+    p.add_argument("--resume", action="store_true", help="continue the run saved at --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--device", default=None, help="cpu, cuda or mps (default: best available)")
+
+
+def run_flow(args: argparse.Namespace) -> str:
+    eval_every = max(1, args.steps // 5)
+    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         warmup=args.warmup if args.warmup is not None else min(200, args.steps // 10),
+                         eval_every=eval_every, checkpoint_every=eval_every)
+    label = tuple(args.label.split(",")) if args.label and "," in args.label else args.label
+    _, result, metrics = train_flow(args.preset, args.tokenizer, args.data, config, args.out, label,
+                                    parse_overrides(args.set), args.n_train, args.n_test, args.time_sampling,
+                                    args.resume, device=args.device)
+    return f"saved {args.out}: {result.steps} steps in {result.seconds:.0f} s, test flow loss {metrics['flow_loss']:.4f}"
+
+
 def run(args: argparse.Namespace) -> str:
     if args.out.exists() and not (args.resume or args.overwrite):
         raise ValueError(f"{args.out} exists; pass --resume to continue that run or --overwrite to replace it")
@@ -227,6 +268,8 @@ def run(args: argparse.Namespace) -> str:
         return run_gpt(args)
     if args.command == "maskgit":
         return run_maskgit(args)
+    if args.command == "flow":
+        return run_flow(args)
     eval_every = args.eval_every if args.eval_every is not None else max(1, args.steps // 10)
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          warmup=args.warmup if args.warmup is not None else min(100, args.steps // 10),
