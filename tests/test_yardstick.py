@@ -6,7 +6,8 @@ from course_lib.engine.checkpoints import load_model, read_metadata
 from course_lib.evaluation.classifier import build_classifier, predict
 from course_lib.evaluation.yardstick import Yardstick, frechet_distance
 from course_lib.paths import CHECKPOINT_DIR
-from course_lib.tools.train_classifier import labelled_images
+from course_lib.tools.recipes import RECIPES
+from course_lib.tools.train_classifier import images_in_turn, labelled_images
 
 # (classifier, tokenizer, data, label) of each shipped yardstick
 SHIPPED = [("classifier-shapes", "vq-f8-shapes", "shapes", ("shape", "colour")),
@@ -67,3 +68,31 @@ def test_shipped_classifier_reproduces_its_test_accuracy(classifier):
     accuracy = float((predicted == classes).float().mean())
     assert accuracy == pytest.approx(metadata["test_metrics"]["accuracy"], abs=1e-3)
     assert accuracy > 0.97
+
+
+@pytest.mark.parametrize("data,label", [(d, l) for _, _, d, l in SHIPPED])
+def test_images_in_turn_have_the_samples_class_proportions(data, label):
+    images, classes, names = images_in_turn(data, "test", label, 100)
+    assert torch.equal(classes, torch.arange(100) % len(names))
+    pool, pool_classes, _ = labelled_images(data, "test", label, 400)
+    for image, c in zip(images, classes):  # each one a real test image of the class it stands for
+        match = (pool == image).flatten(1).all(1)
+        assert match.sum() == 1 and pool_classes[match] == c
+    assert len({image.numpy().tobytes() for image in images}) == 100  # none used twice
+
+
+def test_images_in_turn_refuse_a_pool_without_enough_of_a_class():
+    with pytest.raises(ValueError, match="images of class"):
+        images_in_turn("digits", "test", "char", 40, pool=1)  # the first 40 digits lack four of some class
+
+
+def test_the_floor_is_below_every_shipped_generator():
+    """With the samples' class proportions, real test images are the best a generator can do: every shipped
+    class-conditional generator's recorded distance is at least its floor's (random class proportions put the
+    floor of shapes at 2.30, above flow-shapes' 0.57)."""
+    generators = [n for n, r in RECIPES.items() if r.kind in ("gpt", "maskgit", "flow") and r.label is not None]
+    assert len(generators) >= 6
+    for name in generators:
+        scores = read_metadata(CHECKPOINT_DIR / f"{name}.pt")["sample_metrics"]
+        assert scores["floor"]["class_accuracy"] == 1.0, name
+        assert scores["floor"]["frechet_distance"] <= scores["samples"]["frechet_distance"], name

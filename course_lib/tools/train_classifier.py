@@ -27,6 +27,24 @@ def labelled_images(data: str, split: str, label, n: int | None = None) -> tuple
     return images.images, classes, names
 
 
+
+def images_in_turn(data: str, split: str, label, n: int, pool: int = 4) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """``n`` real images whose classes come in turn (0, 1, ..., C - 1, 0, ...), the proportions in which
+    class-conditional samples are drawn: the yardstick's floor and ceiling are measured on these, since
+    the Frechet distance also notices how often each class appears. Picked in order from the first
+    ``pool * n`` images of the split."""
+    images, classes, names = labelled_images(data, split, label, pool * n)
+    wanted = torch.arange(n) % len(names)  # (n,)
+    index, taken = [], [0] * len(names)
+    positions = [(classes == c).nonzero()[:, 0] for c in range(len(names))]
+    for c in wanted.tolist():
+        if taken[c] == len(positions[c]):
+            raise ValueError(f"{data} {split} has only {len(positions[c])} images of class {names[c]!r} among its "
+                             f"first {len(images)}; {n} images in turn need {int((wanted == c).sum())}")
+        index.append(int(positions[c][taken[c]]))
+        taken[c] += 1
+    return images[torch.tensor(index)], wanted, names
+
 def train_classifier(preset: str, data: str, label, config: TrainConfig, out: str | Path | None = None,
                      n_train: int | None = None, n_test: int = 1024, resume: bool = False,
                      progress: bool = True) -> tuple[Classifier, TrainResult, dict]:

@@ -25,7 +25,7 @@ from course_lib.evaluation.yardstick import Yardstick
 from course_lib.generators.codec import nll_bits
 from course_lib.generators.gpt import GPT, build_gpt
 from course_lib.paths import CHECKPOINT_DIR
-from course_lib.tools.train_classifier import labelled_images
+from course_lib.tools.train_classifier import images_in_turn, labelled_images
 
 EVAL_GRIDS = 256  # periodic evaluation during training: test NLL on this many grids
 SAMPLES = 1024  # the yardstick scores this many samples (classes in turn)
@@ -93,7 +93,7 @@ def sample_metrics(gpt: GPT, tokenizer, classifier, data: str, label, sampling: 
                    seed: int = 0) -> dict:
     """The yardstick on ``n`` class-conditional samples (classes in turn), beside its floor and ceiling."""
     train_images, _, _ = labelled_images(data, "train", label, 4096)
-    test_images, test_classes, _ = labelled_images(data, "test", label, n)
+    test_images, test_classes, _ = images_in_turn(data, "test", label, n)  # the samples' class proportions
     yardstick = Yardstick(classifier, train_images)
     classes = torch.arange(n) % gpt.config.num_classes  # (n,)
     generator = torch.Generator(gpt.head.weight.device).manual_seed(seed)
