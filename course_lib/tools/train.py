@@ -161,24 +161,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default=None, help="cpu, cuda or mps (default: best available)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on long gpu runs)")
     p.add_argument("--no-bf16", action="store_true", help="train in float32 on cuda too (default: bf16 autocast)")
-    _gpt_parser(commands)
-    _maskgit_parser(commands)
-    _flow_parser(commands)
+    _generator_parsers(commands)
     return parser.parse_args(argv)
 
 
-def _gpt_parser(commands, name: str = "gpt", help: str = "train a GPT on a tokenizer's token grids",
-                preset: str = "gpt-small", presets: dict = gpt_presets, what: str = "a GPT preset field") -> None:
+def _generator_parser(commands, name: str, help: str, preset: str, presets: dict, what: str, tokenizer: str,
+                      lr: float = 2e-3, weight_decay: float = 0.05) -> argparse.ArgumentParser:
+    """A generator's subcommand: the tokenizer and data it learns from, its preset and the optimization."""
     p = commands.add_parser(name, help=help)
-    p.add_argument("--tokenizer", required=True, help="a discrete tokenizer: shipped name (vq-f8-shapes) or .pt path")
+    p.add_argument("--tokenizer", required=True, help=f"{tokenizer}: shipped name or .pt path")
     p.add_argument("--data", required=True, help="the dataset to encode: shapes, photos, glyphs, digits, ...")
     p.add_argument("--label", default=None, help="condition on this label (several: shape,colour); default: none")
     p.add_argument("--preset", default=preset, choices=sorted(presets))
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--out", required=True, type=Path, help="checkpoint to write (.pt)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--weight-decay", type=float, default=weight_decay)
     p.add_argument("--warmup", type=int, default=None, help="default: min(200, steps // 10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-train", type=int, default=None)
@@ -187,76 +186,36 @@ def _gpt_parser(commands, name: str = "gpt", help: str = "train a GPT on a token
     p.add_argument("--resume", action="store_true", help="continue the run saved at --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--device", default=None, help="cpu, cuda or mps (default: best available)")
+    return p
 
 
-def run_gpt(args: argparse.Namespace) -> str:
-    eval_every = max(1, args.steps // 5)
-    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                         warmup=args.warmup if args.warmup is not None else min(200, args.steps // 10),
-                         seed=args.seed, eval_every=eval_every, checkpoint_every=eval_every)
-    label = tuple(args.label.split(",")) if args.label and "," in args.label else args.label
-    _, result, metrics = train_gpt(args.preset, args.tokenizer, args.data, config, args.out, label,
-                                   parse_overrides(args.set), args.n_train, args.n_test, args.resume,
-                                   device=args.device)
-    return (f"saved {args.out}: {result.steps} steps in {result.seconds:.0f} s, test "
-            f"{metrics['bits_per_token']:.3f} bits per token ({metrics['bits_per_image']:.0f} per image)")
-
-
-def _maskgit_parser(commands) -> None:
-    """The gpt subcommand's options, for a MaskGIT (lesson 08)."""
-    _gpt_parser(commands, "maskgit", "train a MaskGIT on a tokenizer's token grids", "maskgit-small",
-                maskgit_presets, "a MaskGIT preset field")
-
-
-def _generator_run(args: argparse.Namespace) -> tuple[TrainConfig, str | tuple[str, ...] | None]:
-    """The training config and the label of a token generator's subcommand (as for the gpt one)."""
-    eval_every = max(1, args.steps // 5)
-    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                         warmup=args.warmup if args.warmup is not None else min(200, args.steps // 10),
-                         seed=args.seed, eval_every=eval_every, checkpoint_every=eval_every)
-    return config, tuple(args.label.split(",")) if args.label and "," in args.label else args.label
-
-
-def run_maskgit(args: argparse.Namespace) -> str:
-    config, label = _generator_run(args)
-    _, result, metrics = train_maskgit(args.preset, args.tokenizer, args.data, config, args.out, label,
-                                       parse_overrides(args.set), args.n_train, args.n_test, args.resume,
-                                       device=args.device)
-    return (f"saved {args.out}: {result.steps} steps in {result.seconds:.0f} s, test "
-            f"{metrics['bits_per_masked_token']:.3f} bits per masked token")
-
-
-def _flow_parser(commands) -> None:
-    p = commands.add_parser("flow", help="train a DiT by flow matching on a KL tokenizer's latents")
-    p.add_argument("--tokenizer", required=True, help="a KL tokenizer: shipped name (kl-f4-shapes) or .pt path")
-    p.add_argument("--data", required=True, help="the dataset to encode: shapes, photos, glyphs, digits, ...")
-    p.add_argument("--label", default=None, help="condition on this label (several: shape,colour); default: none")
-    p.add_argument("--preset", default="dit-small", choices=sorted(dit_presets))
+def _generator_parsers(commands) -> None:
+    _generator_parser(commands, "gpt", "train a GPT on a tokenizer's token grids", "gpt-small", gpt_presets,
+                      "a GPT preset field", "a discrete tokenizer (vq-f8-shapes)")
+    _generator_parser(commands, "maskgit", "train a MaskGIT on a tokenizer's token grids", "maskgit-small",
+                      maskgit_presets, "a MaskGIT preset field", "a discrete tokenizer (vq-f8-shapes)")
+    p = _generator_parser(commands, "flow", "train a DiT by flow matching on a KL tokenizer's latents", "dit-small",
+                          dit_presets, "a DiT preset field", "a KL tokenizer (kl-f4-shapes)", lr=1e-3, weight_decay=0.0)
     p.add_argument("--time-sampling", default="logit-normal", choices=TIME_SAMPLINGS)
-    p.add_argument("--steps", type=int, required=True)
-    p.add_argument("--out", required=True, type=Path, help="checkpoint to write (.pt)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=int, default=None, help="default: min(200, steps // 10)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-train", type=int, default=None)
-    p.add_argument("--n-test", type=int, default=1024)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a DiT preset field")
-    p.add_argument("--resume", action="store_true", help="continue the run saved at --out")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument("--device", default=None, help="cpu, cuda or mps (default: best available)")
 
 
-def run_flow(args: argparse.Namespace) -> str:
+def run_generator(args: argparse.Namespace) -> str:
+    """Train the generator of ``args.command`` (gpt, maskgit or flow); a line saying what was saved."""
     eval_every = max(1, args.steps // 5)
-    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                          warmup=args.warmup if args.warmup is not None else min(200, args.steps // 10),
-                         eval_every=eval_every, checkpoint_every=eval_every)
+                         seed=args.seed, eval_every=eval_every, checkpoint_every=eval_every)
     label = tuple(args.label.split(",")) if args.label and "," in args.label else args.label
-    _, result, metrics = train_flow(args.preset, args.tokenizer, args.data, config, args.out, label,
-                                    parse_overrides(args.set), args.n_train, args.n_test, args.time_sampling,
-                                    args.resume, device=args.device)
-    return f"saved {args.out}: {result.steps} steps in {result.seconds:.0f} s, test flow loss {metrics['flow_loss']:.4f}"
+    common = (args.preset, args.tokenizer, args.data, config, args.out, label, parse_overrides(args.set),
+              args.n_train, args.n_test)
+    trainer, options, summary = {
+        "gpt": (train_gpt, {}, lambda m: f"{m['bits_per_token']:.3f} bits per token ({m['bits_per_image']:.0f} per image)"),
+        "maskgit": (train_maskgit, {}, lambda m: f"{m['bits_per_masked_token']:.3f} bits per masked token"),
+        "flow": (train_flow, {"time_sampling": args.time_sampling} if args.command == "flow" else {},
+                 lambda m: f"flow loss {m['flow_loss']:.4f}"),
+    }[args.command]
+    _, result, metrics = trainer(*common, **options, resume=args.resume, device=args.device)
+    return f"saved {args.out}: {result.steps} steps in {result.seconds:.0f} s, test {summary(metrics)}"
 
 
 def run(args: argparse.Namespace) -> str:
@@ -264,12 +223,8 @@ def run(args: argparse.Namespace) -> str:
         raise ValueError(f"{args.out} exists; pass --resume to continue that run or --overwrite to replace it")
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
-    if args.command == "gpt":
-        return run_gpt(args)
-    if args.command == "maskgit":
-        return run_maskgit(args)
-    if args.command == "flow":
-        return run_flow(args)
+    if args.command in ("gpt", "maskgit", "flow"):
+        return run_generator(args)
     eval_every = args.eval_every if args.eval_every is not None else max(1, args.steps // 10)
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          warmup=args.warmup if args.warmup is not None else min(100, args.steps // 10),

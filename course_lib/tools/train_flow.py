@@ -21,13 +21,13 @@ from pathlib import Path
 import torch
 
 from course_lib.datasets.tokens import fingerprint
-from course_lib.engine.checkpoints import check_metadata, load_checkpoint, load_model, update_metadata
+from course_lib.engine.checkpoints import load_model, update_metadata
 from course_lib.engine.seeding import seed_everything
 from course_lib.engine.training import TrainConfig, TrainResult, train
 from course_lib.generators.dit import DiT, build_dit
-from course_lib.paths import CHECKPOINT_DIR, data_dir
+from course_lib.paths import data_dir
 from course_lib.tools.train_classifier import labelled_images
-from course_lib.tools.train_gpt import resolve_checkpoint
+from course_lib.tools.train_gpt import RUN_IDENTITY, check_resume, resolve_checkpoint, run_metadata
 
 EVAL_LATENTS = 512  # periodic evaluation during training: the test flow loss on this many latents
 LATENT_FORMAT = "course_lib.latents/1"
@@ -83,13 +83,9 @@ def train_flow(preset: str, tokenizer: str | Path, data: str, config: TrainConfi
     model = build_dit(preset, channels=train_latents.shape[1], grid=tuple(train_latents.shape[2:]),
                       num_classes=len(names), **overrides)
     model.fit_normalizer(train_latents)  # lesson 05's scale factor: unit-variance latents for N(0, I) noise
-    metadata = {"kind": "flow", "preset": preset, "overrides": overrides, "data": data, "label": label,
-                "tokenizer": str(tokenizer_path.stem if tokenizer_path.parent == CHECKPOINT_DIR else tokenizer_path),
-                "class_names": names, "train_images": len(train_latents), "time_sampling": time_sampling,
-                "latent_scale": float(model.normalizer.scale), "seed": config.seed}
-    if resume and out is not None and Path(out).is_file():
-        same = ("preset", "overrides", "data", "label", "tokenizer", "train_images", "time_sampling")
-        check_metadata(load_checkpoint(out)["metadata"], {k: metadata[k] for k in same}, out)
+    metadata = run_metadata("flow", preset, overrides, data, label, tokenizer_path, names, len(train_latents),
+                            config.seed, time_sampling=time_sampling, latent_scale=float(model.normalizer.scale))
+    check_resume(out, resume, metadata, RUN_IDENTITY + ("time_sampling",))
     conditional = bool(names)
     batch = (train_latents, train_classes) if conditional else train_latents
 

@@ -45,6 +45,25 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
     return shipped
 
 
+
+RUN_IDENTITY = ("preset", "overrides", "data", "label", "tokenizer", "train_images")  # a resumed run must match
+
+
+def run_metadata(kind: str, preset: str, overrides: dict, data: str, label, tokenizer_path: Path,
+                 class_names: list[str], train_images: int, seed: int, **extra) -> dict:
+    """A generator run's metadata: what it is, what it was trained on (the tokenizer by its shipped name
+    where it is shipped), its classes and seed, and any ``extra`` entries of its kind."""
+    shipped = tokenizer_path.parent == CHECKPOINT_DIR
+    return {"kind": kind, "preset": preset, "overrides": overrides, "data": data, "label": label,
+            "tokenizer": str(tokenizer_path.stem if shipped else tokenizer_path), "class_names": class_names,
+            "train_images": train_images, **extra, "seed": seed}
+
+
+def check_resume(out: str | Path | None, resume: bool, metadata: dict, identity: tuple[str, ...] = RUN_IDENTITY) -> None:
+    """Refuse to resume the run saved at ``out`` when any ``identity`` entry of its metadata differs."""
+    if resume and out is not None and Path(out).is_file():
+        check_metadata(load_checkpoint(out)["metadata"], {k: metadata[k] for k in identity}, out)
+
 def token_sets(tokenizer, data: str, label, n_train: int | None, n_test: int) -> tuple[TokenSet, TokenSet]:
     return (encode_dataset(tokenizer, data, "train", label, n_train),
             encode_dataset(tokenizer, data, "test", label, n_test))
@@ -68,12 +87,9 @@ def train_gpt(preset: str, tokenizer: str | Path, data: str, config: TrainConfig
     train_set, test_set = token_sets(load_model(tokenizer_path), data, label, n_train, n_test)
     model = build_gpt(preset, codebook_size=_codebook_size(tokenizer_path), grid=train_set.grid,
                       num_classes=train_set.num_classes, **overrides)
-    metadata = {"kind": "gpt", "preset": preset, "overrides": overrides, "data": data, "label": label,
-                "tokenizer": str(tokenizer_path.stem if tokenizer_path.parent == CHECKPOINT_DIR else tokenizer_path),
-                "class_names": train_set.class_names, "train_images": len(train_set), "seed": config.seed}
-    if resume and out is not None and Path(out).is_file():
-        same = ("preset", "overrides", "data", "label", "tokenizer", "train_images")
-        check_metadata(load_checkpoint(out)["metadata"], {k: metadata[k] for k in same}, out)
+    metadata = run_metadata("gpt", preset, overrides, data, label, tokenizer_path, train_set.class_names,
+                            len(train_set), config.seed)
+    check_resume(out, resume, metadata)
     batch = (train_set.tokens, train_set.classes) if train_set.num_classes else train_set.tokens
     eval_set = TokenSet(data, "test", test_set.tokens[:EVAL_GRIDS], test_set.classes[:EVAL_GRIDS], test_set.class_names)
     result = train(model, batch, config, eval_fn=lambda m: {"bits_per_token": bits_per_token(m, eval_set)},

@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 
 from course_lib.datasets.tokens import TokenSet
-from course_lib.engine.checkpoints import check_metadata, load_checkpoint, load_model, update_metadata
+from course_lib.engine.checkpoints import load_model, update_metadata
 from course_lib.engine.seeding import seed_everything
 from course_lib.engine.training import TrainConfig, TrainResult, train
 from course_lib.generators.maskgit import MaskGIT, build_maskgit
-from course_lib.paths import CHECKPOINT_DIR
-from course_lib.tools.train_gpt import EVAL_GRIDS, record_sample_metrics, resolve_checkpoint, token_sets
+from course_lib.tools.train_gpt import (EVAL_GRIDS, check_resume, record_sample_metrics, resolve_checkpoint,
+                                       run_metadata, token_sets)
 
 __all__ = ["masked_bits", "record_sample_metrics", "train_maskgit"]
 
@@ -57,12 +57,9 @@ def train_maskgit(preset: str, tokenizer: str | Path, data: str, config: TrainCo
     train_set, test_set = token_sets(codec, data, label, n_train, n_test)
     model = build_maskgit(preset, codebook_size=codec.codebook_size, grid=train_set.grid,
                           num_classes=train_set.num_classes, **overrides)
-    metadata = {"kind": "maskgit", "preset": preset, "overrides": overrides, "data": data, "label": label,
-                "tokenizer": str(tokenizer_path.stem if tokenizer_path.parent == CHECKPOINT_DIR else tokenizer_path),
-                "class_names": train_set.class_names, "train_images": len(train_set), "seed": config.seed}
-    if resume and out is not None and Path(out).is_file():
-        same = ("preset", "overrides", "data", "label", "tokenizer", "train_images")
-        check_metadata(load_checkpoint(out)["metadata"], {k: metadata[k] for k in same}, out)
+    metadata = run_metadata("maskgit", preset, overrides, data, label, tokenizer_path, train_set.class_names,
+                            len(train_set), config.seed)
+    check_resume(out, resume, metadata)
     batch = (train_set.tokens, train_set.classes) if train_set.num_classes else train_set.tokens
     eval_set = TokenSet(data, "test", test_set.tokens[:EVAL_GRIDS], test_set.classes[:EVAL_GRIDS], test_set.class_names)
     result = train(model, batch, config, eval_fn=lambda m: {"bits_per_masked_token": masked_bits(m, eval_set)},
