@@ -2,6 +2,8 @@
 
 - ``transformer``: pre-norm blocks, causal or full attention, learned or rotary positions,
   optional adaLN-Zero conditioning, a KV cache (shared by the GPT, MaskGIT and the DiT);
+- ``configs``: what the generators' configs share (grid and class checks, the GPT's and MaskGIT's
+  token-grid config, configs from checkpoint dicts and presets);
 - ``sampling``: the shifted next-token loss, one sampling step, the classifier-free-guidance logits;
 - ``gpt``: raster-order next-token prediction over a token grid, class-conditional, with sampling;
 - ``codec``: tokens + GPT as a lossless compressor (range coding with the GPT's probabilities);

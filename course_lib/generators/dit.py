@@ -20,13 +20,13 @@ Shapes: B batch, C latent channels, h w latent grid, p patch, N tokens, D width.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass
 
 import torch
 from einops import rearrange
 from torch import nn
 
-from course_lib.generators import flow
+from course_lib.generators import configs, flow
 from course_lib.generators.flow import NO_CLASS
 from course_lib.generators.transformer import Transformer, TransformerConfig, init_weights
 from course_lib.tokenizers.kl import LatentNormalizer
@@ -50,15 +50,12 @@ class DiTConfig:
     dropout: float = 0.0
 
     def __post_init__(self):
-        self.grid = tuple(self.grid)
-        if len(self.grid) != 2 or not all(isinstance(s, int) and s > 0 for s in self.grid):
-            raise ValueError(f"grid must be two positive ints (h, w), got {self.grid!r}")
+        self.grid = configs.check_grid(self.grid)
         if not isinstance(self.patch, int) or self.patch < 1 or any(s % self.patch for s in self.grid):
             raise ValueError(f"patch must be a positive int dividing the grid {self.grid}, got {self.patch!r}")
         if self.channels < 1 or self.num_classes < 0:
             raise ValueError(f"expected channels >= 1 and num_classes >= 0, got {self.channels} and {self.num_classes}")
-        if not 0.0 <= self.class_dropout < 1.0:
-            raise ValueError(f"class_dropout must be in [0, 1), got {self.class_dropout!r}")
+        configs.check_class_dropout(self.class_dropout)
         if self.positions not in DIT_POSITIONS:
             raise ValueError(f"unknown DiT positions {self.positions!r}; choose one of {list(DIT_POSITIONS)}")
         self.transformer_config()  # validates width / heads / dropout
@@ -83,26 +80,14 @@ dit_presets: dict[str, DiTConfig] = {
 }
 
 
-def config_to_dict(config: DiTConfig) -> dict:
-    return asdict(config)
-
-
 def config_from_dict(data: dict) -> DiTConfig:
-    """Inverse of ``config_to_dict``; unknown fields raise with the known ones."""
-    known = [f.name for f in fields(DiTConfig)]
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ValueError(f"unknown DiT config fields {unknown}; known: {known}")
-    return DiTConfig(**data)
+    """A checkpoint's config dict -> the config; unknown fields raise with the known ones."""
+    return configs.config_from_dict(DiTConfig, data, "DiT")
 
 
 def build_dit(preset_or_config: str | DiTConfig, **overrides) -> "DiT":
     """A DiT from a preset name (``dit_presets``) or a config, with fields replaced by ``overrides``."""
-    if isinstance(preset_or_config, str):
-        if preset_or_config not in dit_presets:
-            raise ValueError(f"unknown DiT preset {preset_or_config!r}; choose one of {list(dit_presets)}")
-        preset_or_config = dit_presets[preset_or_config]
-    return DiT(replace(preset_or_config, **overrides))
+    return DiT(configs.from_preset(dit_presets, preset_or_config, overrides, "DiT"))
 
 
 # ----- embeddings -----

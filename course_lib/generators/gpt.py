@@ -15,50 +15,24 @@ Shapes: B batch, h w grid, N = h*w tokens, D width, K codebook size, C classes.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass
 
 import torch
 from einops import rearrange
 from torch import nn
 
+from course_lib.generators import configs
+from course_lib.generators.configs import TokenGridConfig
 from course_lib.generators.sampling import cfg_logits, next_token_loss, sample_step
-from course_lib.generators.transformer import KVCache, Transformer, TransformerConfig, init_weights
+from course_lib.generators.transformer import KVCache, Transformer, init_weights
 
 
 @dataclass
-class GPTConfig:
-    """The token grid (from the tokenizer), the classes, and the transformer's size."""
+class GPTConfig(TokenGridConfig):
+    """The token grid (from the tokenizer), the classes, and the transformer's size: causal attention."""
 
-    codebook_size: int = 1024
-    grid: tuple[int, int] = (8, 8)
-    num_classes: int = 0  # 0: unconditional
-    class_dropout: float = 0.1  # probability of training on "no class" (for CFG)
-    width: int = 128
-    depth: int = 4
-    heads: int = 4
-    positions: str = "learned"  # "learned" or "rotary"
-    dropout: float = 0.0
-
-    def __post_init__(self):
-        self.grid = tuple(self.grid)
-        if len(self.grid) != 2 or not all(isinstance(s, int) and s > 0 for s in self.grid):
-            raise ValueError(f"grid must be two positive ints (h, w), got {self.grid!r}")
-        if self.codebook_size < 2 or self.num_classes < 0:
-            raise ValueError(f"expected codebook_size >= 2 and num_classes >= 0, got "
-                             f"{self.codebook_size} and {self.num_classes}")
-        if not 0.0 <= self.class_dropout < 1.0:
-            raise ValueError(f"class_dropout must be in [0, 1), got {self.class_dropout!r}")
-        if self.positions not in ("learned", "rotary"):
-            raise ValueError(f"a GPT needs positions 'learned' or 'rotary', got {self.positions!r}")
-        self.transformer_config()  # validates width / heads / dropout
-
-    @property
-    def num_tokens(self) -> int:
-        return self.grid[0] * self.grid[1]
-
-    def transformer_config(self) -> TransformerConfig:
-        return TransformerConfig(width=self.width, depth=self.depth, heads=self.heads, max_len=self.num_tokens + 1,
-                                 mask="causal", positions=self.positions, dropout=self.dropout)
+    FAMILY = "GPT"
+    MASK = "causal"
 
 
 # grid, codebook and classes come from the tokenizer and dataset: build_gpt("gpt-small", grid=..., ...)
@@ -70,26 +44,14 @@ gpt_presets: dict[str, GPTConfig] = {
 }
 
 
-def config_to_dict(config: GPTConfig) -> dict:
-    return asdict(config)
-
-
 def config_from_dict(data: dict) -> GPTConfig:
-    """Inverse of ``config_to_dict``; unknown fields raise with the known ones."""
-    known = [f.name for f in fields(GPTConfig)]
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ValueError(f"unknown GPT config fields {unknown}; known: {known}")
-    return GPTConfig(**data)
+    """A checkpoint's config dict -> the config; unknown fields raise with the known ones."""
+    return configs.config_from_dict(GPTConfig, data, "GPT")
 
 
 def build_gpt(preset_or_config: str | GPTConfig, **overrides) -> "GPT":
     """A GPT from a preset name (``gpt_presets``) or a config, with fields replaced by ``overrides``."""
-    if isinstance(preset_or_config, str):
-        if preset_or_config not in gpt_presets:
-            raise ValueError(f"unknown GPT preset {preset_or_config!r}; choose one of {list(gpt_presets)}")
-        preset_or_config = gpt_presets[preset_or_config]
-    return GPT(replace(preset_or_config, **overrides))
+    return GPT(configs.from_preset(gpt_presets, preset_or_config, overrides, "GPT"))
 
 
 class GPT(nn.Module):

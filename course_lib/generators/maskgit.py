@@ -18,55 +18,34 @@ Shapes: B batch, h w grid, N = h*w tokens, D width, K codebook size, C classes.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from course_lib.generators import configs
+from course_lib.generators.configs import TokenGridConfig
 from course_lib.generators.mask_schedule import SCHEDULES, check_schedule, check_steps, masked_after, training_mask
 from course_lib.generators.sampling import cfg_logits, sample_step
-from course_lib.generators.transformer import Transformer, TransformerConfig, init_weights
+from course_lib.generators.transformer import Transformer, init_weights
 
 
 @dataclass
-class MaskGITConfig:
-    """The token grid (from the tokenizer), the classes, the training schedule and the transformer's size."""
+class MaskGITConfig(TokenGridConfig):
+    """The token grid (from the tokenizer), the classes, the training schedule and the transformer's size:
+    full (bidirectional) attention."""
 
-    codebook_size: int = 1024
-    grid: tuple[int, int] = (8, 8)
-    num_classes: int = 0  # 0: unconditional
-    class_dropout: float = 0.1  # probability of training on "no class" (for CFG)
+    FAMILY = "MaskGIT"
+    MASK = "full"
+
     schedule: str = "cosine"  # the mask ratio drawn per training sample
-    width: int = 128
-    depth: int = 4
-    heads: int = 4
-    positions: str = "learned"  # "learned" or "rotary"
-    dropout: float = 0.0
 
     def __post_init__(self):
-        self.grid = tuple(self.grid)
-        if len(self.grid) != 2 or not all(isinstance(s, int) and s > 0 for s in self.grid):
-            raise ValueError(f"grid must be two positive ints (h, w), got {self.grid!r}")
-        if self.codebook_size < 2 or self.num_classes < 0:
-            raise ValueError(f"expected codebook_size >= 2 and num_classes >= 0, got "
-                             f"{self.codebook_size} and {self.num_classes}")
-        if not 0.0 <= self.class_dropout < 1.0:
-            raise ValueError(f"class_dropout must be in [0, 1), got {self.class_dropout!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown mask schedule {self.schedule!r}; choose one of {list(SCHEDULES)}")
-        if self.positions not in ("learned", "rotary"):
-            raise ValueError(f"MaskGIT needs positions 'learned' or 'rotary', got {self.positions!r}")
-        self.transformer_config()  # validates width / heads / dropout
-
-    @property
-    def num_tokens(self) -> int:
-        return self.grid[0] * self.grid[1]
-
-    def transformer_config(self) -> TransformerConfig:
-        return TransformerConfig(width=self.width, depth=self.depth, heads=self.heads, max_len=self.num_tokens + 1,
-                                 mask="full", positions=self.positions, dropout=self.dropout)
+        super().__post_init__()
 
 
 # the same sizes as gpt_presets, so the two families compare at equal parameters;
@@ -78,26 +57,14 @@ maskgit_presets: dict[str, MaskGITConfig] = {
 }
 
 
-def config_to_dict(config: MaskGITConfig) -> dict:
-    return asdict(config)
-
-
 def config_from_dict(data: dict) -> MaskGITConfig:
-    """Inverse of ``config_to_dict``; unknown fields raise with the known ones."""
-    known = [f.name for f in fields(MaskGITConfig)]
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ValueError(f"unknown MaskGIT config fields {unknown}; known: {known}")
-    return MaskGITConfig(**data)
+    """A checkpoint's config dict -> the config; unknown fields raise with the known ones."""
+    return configs.config_from_dict(MaskGITConfig, data, "MaskGIT")
 
 
 def build_maskgit(preset_or_config: str | MaskGITConfig, **overrides) -> "MaskGIT":
     """A MaskGIT from a preset name (``maskgit_presets``) or a config, with fields replaced by ``overrides``."""
-    if isinstance(preset_or_config, str):
-        if preset_or_config not in maskgit_presets:
-            raise ValueError(f"unknown MaskGIT preset {preset_or_config!r}; choose one of {list(maskgit_presets)}")
-        preset_or_config = maskgit_presets[preset_or_config]
-    return MaskGIT(replace(preset_or_config, **overrides))
+    return MaskGIT(configs.from_preset(maskgit_presets, preset_or_config, overrides, "MaskGIT"))
 
 
 def gumbel_noise(shape: tuple, generator: torch.Generator | None, device) -> torch.Tensor:
