@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from course_lib.engine.files import write_atomic
-from course_lib.paths import ROOT
+from course_lib.paths import CHECKPOINT_DIR, ROOT
 
 FORMAT, VERSION = "course_lib.checkpoint", 1
 PACKAGE = "image-tokenization-labs"
@@ -134,6 +134,26 @@ def atomic_save(payload: dict, path: str | Path) -> Path:
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     return write_atomic(path, buffer.getvalue())
+
+
+def resolve_checkpoint(name_or_path: str | Path) -> Path:
+    """A shipped checkpoint's name (``vq-f4-shapes``) or a path to a ``.pt`` file -> the path."""
+    path = Path(name_or_path)
+    if path.suffix == ".pt":
+        if not path.is_file():
+            raise CheckpointError(f"no checkpoint at {path}")
+        return path
+    shipped = CHECKPOINT_DIR / f"{name_or_path}.pt"
+    if not shipped.is_file():
+        known = sorted(p.stem for p in CHECKPOINT_DIR.glob("*.pt"))
+        raise CheckpointError(f"{str(name_or_path)!r} is neither a .pt file nor a shipped checkpoint; shipped: {known}")
+    return shipped
+
+
+def shipped_name(path: str | Path) -> str:
+    """How metadata names a checkpoint: its shipped name when it lies in ``data/checkpoints``, else its path."""
+    path = Path(path)
+    return path.stem if path.parent.resolve() == CHECKPOINT_DIR.resolve() else str(path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

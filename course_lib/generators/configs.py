@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
+from course_lib.generators.conditioning import check_class_dropout
 from course_lib.generators.transformer import TransformerConfig
 
 
@@ -16,11 +17,6 @@ def check_grid(grid) -> tuple[int, int]:
     if len(grid) != 2 or not all(isinstance(s, int) and s > 0 for s in grid):
         raise ValueError(f"grid must be two positive ints (h, w), got {grid!r}")
     return grid
-
-
-def check_class_dropout(class_dropout: float) -> None:
-    if not 0.0 <= class_dropout < 1.0:
-        raise ValueError(f"class_dropout must be in [0, 1), got {class_dropout!r}")
 
 
 @dataclass

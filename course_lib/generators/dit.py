@@ -13,7 +13,7 @@ https://arxiv.org/abs/2212.09748, used as a velocity model as in SiT (https://ar
 The velocity lives in normalized latent space: unit variance, since the noise is N(0, I). The DiT keeps
 the ``LatentNormalizer`` of lesson 05 (identity until fitted, saved with the checkpoint): ``loss`` takes
 the tokenizer's raw latents and normalizes them, ``sample`` returns raw latents ready to decode.
-Classes: None, or (B,) ints in [0, num_classes) with ``NO_CLASS`` (-1) for "no class" (see ``flow``).
+Classes: None, or (B,) ints in [0, num_classes) with ``NO_CLASS`` (-1) for "no class" (see ``conditioning``).
 
 Shapes: B batch, C latent channels, h w latent grid, p patch, N tokens, D width.
 """
@@ -27,7 +27,7 @@ from einops import rearrange
 from torch import nn
 
 from course_lib.generators import configs, flow
-from course_lib.generators.flow import NO_CLASS
+from course_lib.generators.conditioning import ClassRows, check_class_dropout
 from course_lib.generators.transformer import Transformer, TransformerConfig, init_weights
 from course_lib.tokenizers.kl import LatentNormalizer
 
@@ -55,7 +55,7 @@ class DiTConfig:
             raise ValueError(f"patch must be a positive int dividing the grid {self.grid}, got {self.patch!r}")
         if self.channels < 1 or self.num_classes < 0:
             raise ValueError(f"expected channels >= 1 and num_classes >= 0, got {self.channels} and {self.num_classes}")
-        configs.check_class_dropout(self.class_dropout)
+        check_class_dropout(self.class_dropout)
         if self.positions not in DIT_POSITIONS:
             raise ValueError(f"unknown DiT positions {self.positions!r}; choose one of {list(DIT_POSITIONS)}")
         self.transformer_config()  # validates width / heads / dropout
@@ -125,6 +125,7 @@ class DiT(nn.Module):
         self.patch_embed = nn.Linear(p * p * c.channels, c.width)
         self.time_mlp = nn.Sequential(nn.Linear(self.frequency_dim, c.width), nn.SiLU(), nn.Linear(c.width, c.width))
         self.class_embed = nn.Embedding(c.num_classes + 1, c.width)  # the last row: "no class"
+        self.class_rows = ClassRows(c.num_classes, offset=0, family="DiT")
         if c.positions == "sinusoidal":
             rows, cols = c.grid[0] // p, c.grid[1] // p
             self.register_buffer("position", sincos_positions_2d(c.width, rows, cols), persistent=False)
@@ -136,23 +137,6 @@ class DiT(nn.Module):
         nn.init.zeros_(self.head.weight)  # adaLN-Zero's last step: a fresh DiT predicts zero velocity
         nn.init.zeros_(self.head.bias)
 
-    def class_rows(self, classes: torch.Tensor | int | list | None, n: int) -> torch.Tensor:
-        """Embedding rows (n,): each class, or the "no class" row where classes is None or ``NO_CLASS``."""
-        c, device = self.config, self.head.weight.device
-        if classes is None:
-            return torch.full((n,), c.num_classes, dtype=torch.long, device=device)
-        classes = torch.as_tensor(classes, dtype=torch.long, device=device)
-        classes = classes.expand(n) if classes.ndim == 0 else classes
-        if classes.shape != (n,):
-            raise ValueError(f"expected one class per sample, shape ({n},), got {tuple(classes.shape)}")
-        given = classes[classes != NO_CLASS]
-        if c.num_classes == 0 and given.numel():
-            raise ValueError("this DiT is unconditional (num_classes=0); pass classes=None")
-        if given.numel() and (given.min() < 0 or given.max() >= c.num_classes):
-            raise ValueError(f"classes must lie in [0, {c.num_classes}) or be NO_CLASS ({NO_CLASS}), got values "
-                             f"in [{int(classes.min())}, {int(classes.max())}]")
-        return torch.where(classes == NO_CLASS, c.num_classes, classes)
-
     def condition(self, t: torch.Tensor, classes, n: int) -> torch.Tensor:
         """The adaLN condition (B, D): timestep embedding + class embedding."""
         t = torch.as_tensor(t, dtype=torch.float32, device=self.head.weight.device)
@@ -160,7 +144,7 @@ class DiT(nn.Module):
         if t.shape != (n,) or t.min() < 0 or t.max() > 1:
             raise ValueError(f"expected times of shape ({n},) in [0, 1], got shape {tuple(t.shape)}"
                              + (f" in [{t.min().item():.3g}, {t.max().item():.3g}]" if t.numel() else ""))
-        return self.time_mlp(timestep_features(t, self.frequency_dim)) + self.class_embed(self.class_rows(classes, n))
+        return self.time_mlp(timestep_features(t, self.frequency_dim)) + self.class_embed(self.class_rows(classes, n, self.head.weight.device))
 
     def forward(self, latents: torch.Tensor, t: torch.Tensor, classes=None) -> torch.Tensor:
         """The velocity (B, C, h, w) at latents x_t (B, C, h, w), times t (B,) in [0, 1], classes (B,) or None."""

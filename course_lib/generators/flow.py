@@ -27,7 +27,8 @@ from typing import Callable
 
 import torch
 
-NO_CLASS = -1  # the class index meaning "no class": unconditional rows for class dropout and CFG
+from course_lib.generators.conditioning import NO_CLASS, drop_classes
+
 TIME_SAMPLINGS = ("uniform", "logit-normal")
 METHODS = ("euler", "heun")
 
@@ -72,14 +73,6 @@ def sample_times(n: int, sampling: str = "uniform", generator: torch.Generator |
     if std <= 0:
         raise ValueError(f"the logit-normal std must be positive, got {std!r}")
     return torch.sigmoid(mean + std * torch.randn(n, generator=generator, device=device))
-
-
-def drop_classes(classes: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Each class replaced by ``NO_CLASS`` with probability p, so one model also learns the unconditional field."""
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"class dropout must be in [0, 1), got {p!r}")
-    drop = torch.rand(classes.shape, generator=generator, device=classes.device) < p  # (B,)
-    return torch.where(drop, torch.full_like(classes, NO_CLASS), classes)
 
 
 def flow_loss(model: VelocityModel, data: torch.Tensor, classes: torch.Tensor | None = None,

@@ -22,6 +22,7 @@ from einops import rearrange
 from torch import nn
 
 from course_lib.generators import configs
+from course_lib.generators.conditioning import ClassRows, class_ids, drop_classes
 from course_lib.generators.configs import TokenGridConfig
 from course_lib.generators.sampling import cfg_logits, next_token_loss, sample_step
 from course_lib.generators.transformer import KVCache, Transformer, init_weights
@@ -61,6 +62,7 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         vocabulary = config.codebook_size + config.num_classes + 1  # tokens, classes, "no class"
+        self.class_rows = ClassRows(config.num_classes, offset=config.codebook_size, family="GPT")
         self.embedding = nn.Embedding(vocabulary, config.width)
         self.transformer = Transformer(config.transformer_config())
         self.head = nn.Linear(config.width, config.codebook_size, bias=False)
@@ -71,20 +73,7 @@ class GPT(nn.Module):
 
     def class_tokens(self, classes: torch.Tensor | int | list | None, n: int) -> torch.Tensor:
         """The first token of n sequences (n,): each row's class token, or "no class" where classes is None."""
-        c = self.config
-        device = self.head.weight.device
-        if classes is None:
-            return torch.full((n,), c.codebook_size + c.num_classes, dtype=torch.long, device=device)
-        if c.num_classes == 0:
-            raise ValueError("this GPT is unconditional (num_classes=0); pass classes=None")
-        classes = torch.as_tensor(classes, dtype=torch.long, device=device)
-        classes = classes.expand(n) if classes.ndim == 0 else classes
-        if classes.shape != (n,):
-            raise ValueError(f"expected one class per sample, shape ({n},), got {tuple(classes.shape)}")
-        if classes.min() < 0 or classes.max() >= c.num_classes:
-            raise ValueError(f"classes must lie in [0, {c.num_classes}), got values in "
-                             f"[{int(classes.min())}, {int(classes.max())}]")
-        return classes + c.codebook_size
+        return self.class_rows(classes, n, self.head.weight.device)
 
     def sequence(self, tokens: torch.Tensor, classes=None) -> torch.Tensor:
         """Grids (B, h, w) -> sequences (B, N+1): the class token, then the tokens in raster order."""
@@ -108,10 +97,8 @@ class GPT(nn.Module):
         """
         sequence = self.sequence(tokens, classes)  # (B, N+1)
         if self.training and classes is not None and self.config.class_dropout > 0:
-            draws = torch.rand(sequence.shape[0], generator=generator, device=sequence.device)  # (B,)
-            drop = draws < self.config.class_dropout
-            null = self.config.codebook_size + self.config.num_classes
-            sequence[:, 0] = torch.where(drop, null, sequence[:, 0])
+            ids = class_ids(classes, sequence.shape[0], self.config.num_classes, "GPT", sequence.device)  # (B,)
+            sequence[:, 0] = self.class_rows(drop_classes(ids, self.config.class_dropout, generator), len(ids))
         logits = self.head(self.transformer(self.embedding(sequence)))  # (B, N+1, K)
         return next_token_loss(logits, sequence)
 

@@ -26,6 +26,7 @@ from einops import rearrange
 from torch import nn
 
 from course_lib.generators import configs
+from course_lib.generators.conditioning import ClassRows, class_ids, drop_classes
 from course_lib.generators.configs import TokenGridConfig
 from course_lib.generators.mask_schedule import SCHEDULES, check_schedule, check_steps, masked_after, training_mask
 from course_lib.generators.sampling import cfg_logits, sample_step
@@ -90,6 +91,7 @@ class MaskGIT(nn.Module):
         super().__init__()
         self.config = config
         vocabulary = config.codebook_size + config.num_classes + 2  # tokens, [MASK], classes, "no class"
+        self.class_rows = ClassRows(config.num_classes, offset=config.codebook_size + 1, family="MaskGIT")
         self.embedding = nn.Embedding(vocabulary, config.width)
         self.transformer = Transformer(config.transformer_config())
         self.head = nn.Linear(config.width, config.codebook_size, bias=False)
@@ -105,20 +107,7 @@ class MaskGIT(nn.Module):
 
     def class_tokens(self, classes: torch.Tensor | int | list | None, n: int) -> torch.Tensor:
         """The first token of n sequences (n,): each row's class token, or "no class" where classes is None."""
-        c = self.config
-        device = self.head.weight.device
-        if classes is None:
-            return torch.full((n,), c.codebook_size + c.num_classes + 1, dtype=torch.long, device=device)
-        if c.num_classes == 0:
-            raise ValueError("this MaskGIT is unconditional (num_classes=0); pass classes=None")
-        classes = torch.as_tensor(classes, dtype=torch.long, device=device)
-        classes = classes.expand(n) if classes.ndim == 0 else classes
-        if classes.shape != (n,):
-            raise ValueError(f"expected one class per sample, shape ({n},), got {tuple(classes.shape)}")
-        if classes.min() < 0 or classes.max() >= c.num_classes:
-            raise ValueError(f"classes must lie in [0, {c.num_classes}), got values in "
-                             f"[{int(classes.min())}, {int(classes.max())}]")
-        return classes + c.codebook_size + 1
+        return self.class_rows(classes, n, self.head.weight.device)
 
     def _flat(self, grids: torch.Tensor, allow_mask: bool) -> torch.Tensor:
         """Grids (B, h, w) of token ids -> (B, N) in raster order, checked."""
@@ -159,8 +148,8 @@ class MaskGIT(nn.Module):
         # 2. the class token, dropped to "no class" now and then
         first = self.class_tokens(classes, b)  # (B,)
         if self.training and classes is not None and self.config.class_dropout > 0:
-            drop = torch.rand(b, generator=generator, device=flat.device) < self.config.class_dropout  # (B,)
-            first = torch.where(drop, self.class_tokens(None, b), first)
+            ids = class_ids(classes, b, self.config.num_classes, "MaskGIT", flat.device)  # (B,)
+            first = self.class_rows(drop_classes(ids, self.config.class_dropout, generator), b)
         # 3. cross-entropy on the masked positions only
         logits = self._logits(inputs, first)  # (B, N, K)
         return F.cross_entropy(logits[masked], flat[masked])

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from course_lib.generators.flow import NO_CLASS, flow_loss
+from course_lib.generators.conditioning import ClassRows
+from course_lib.generators.flow import flow_loss
 
 TOY_DATASETS = ("moons", "checkerboard")
 
@@ -113,11 +114,8 @@ class ToyVelocity(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, classes=None) -> torch.Tensor:
         if x.ndim != 2 or x.shape[1] != 2 or t.shape != (x.shape[0],):
             raise ValueError(f"expected points (B, 2) and times (B,), got {tuple(x.shape)} and {tuple(t.shape)}")
-        if classes is not None and self.config.num_classes == 0 and (classes != NO_CLASS).any():
-            raise ValueError("this toy model is unconditional (num_classes=0); pass classes=None")
         angles = t[:, None] * math.pi * 2.0 ** torch.arange(self.config.frequencies, device=x.device)  # (B, F)
-        rows = torch.full_like(t, self.config.num_classes, dtype=torch.long) if classes is None else \
-            torch.where(classes == NO_CLASS, self.config.num_classes, classes)
+        rows = ClassRows(self.config.num_classes, family="toy model")(classes, len(x), x.device)  # (B,)
         features = [x, angles.sin(), angles.cos(), self.class_embed(rows)]
         return self.mlp(torch.cat(features, dim=1))  # (B, 2)
 
