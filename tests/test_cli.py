@@ -80,7 +80,7 @@ def test_continuous_latents_report_null_token_statistics(tmp_path, capsys):
     (["tokenizer", "--preset", "vq-f4", "--data", "nowhere", "--steps", "2", "--out", "{tmp}/a.pt"],
      "unknown dataset 'nowhere'"),
     (["tokenizer", "--preset", "vq-f4", "--data", "folder:{tmp}/missing", "--steps", "2", "--out", "{tmp}/a.pt"],
-     "no such directory"),
+     "no such folder"),
     (["tokenizer", "--preset", "vq-f4", "--data", "shapes", "--steps", "2", "--out", "{tmp}/a.pt",
       "--set", "colour=3"], "unknown settings ['colour']"),
     (["tokenizer", "--preset", "vq-f4", "--data", "shapes", "--steps", "2", "--out", "{tmp}/a.pt",
@@ -89,7 +89,7 @@ def test_continuous_latents_report_null_token_statistics(tmp_path, capsys):
      "--steps must be >= 1"),
 ])
 def test_train_user_errors(tmp_path, capsys, argv, message):
-    assert train.main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 1
+    assert train.main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
 
@@ -98,11 +98,11 @@ def test_train_refuses_to_overwrite_and_resume_checks_the_run(trained, capsys):
     def args(data="shapes", steps="4", *extra):
         return ["tokenizer", "--preset", "vq-f4", "--data", data, "--steps", steps, "--out", str(trained),
                 "--set", "codebook_size=32", *TINY, *extra]
-    assert train.main(args()) == 1
+    assert train.main(args()) == 2
     assert "--resume" in capsys.readouterr().err
-    assert train.main(args("photos", "4", "--resume")) == 1
+    assert train.main(args("photos", "4", "--resume")) == 2
     assert "data: file has 'shapes', expected 'photos'" in capsys.readouterr().err
-    assert train.main(args("shapes", "8", "--resume")) == 1
+    assert train.main(args("shapes", "8", "--resume")) == 2
     assert "TrainConfig differs" in capsys.readouterr().err
 
 
@@ -113,7 +113,7 @@ def test_evaluate_user_errors(tmp_path, trained, capsys):
              ([str(trained), "--data", "nowhere"], "unknown dataset"),
              ([str(trained), "--data", "shapes", "--n", "0"], "--n and --batch-size must be >= 1")]
     for argv, message in cases:
-        assert evaluate.main(argv) == 1
+        assert evaluate.main(argv) == 2
         captured = capsys.readouterr()
         assert message in captured.err and "Traceback" not in captured.err and captured.out == ""
 

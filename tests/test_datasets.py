@@ -95,7 +95,7 @@ def test_folder_dataset(tmp_path):
     test = load_dataset(f"folder:{tmp_path}", "test", size=16)
     assert train.images.shape == (11, 3, 16, 16) and test.images.shape == (1, 3, 16, 16)
     assert torch.allclose(test.images[0, :, 0, 0], torch.tensor([180, 100, 200]) / 255, atol=0.01)
-    with pytest.raises(ValueError, match="no such directory"):
+    with pytest.raises(ValueError, match="no such folder"):
         load_dataset(f"folder:{tmp_path / 'missing'}")
     (tmp_path / "broken.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="not a readable image"):

@@ -5,14 +5,14 @@ import json
 import pytest
 import torch
 
+from course_lib.datasets.tokens import encode_latents
 from course_lib.engine.checkpoints import load_model, read_metadata
-from course_lib.generators.dit import DiT
+from course_lib.generators.dit import DiT, flow_test_loss
+from course_lib.generators.drawing import draw_checkpoint
 from course_lib.paths import CHECKPOINT_DIR
 from course_lib.tools import sample as sample_tool
 from course_lib.tools import train as train_tool
-from course_lib.tools.recipes import BUILDERS, RECIPES
-from course_lib.tools.train_flow import flow_test_loss, latent_set
-from course_lib.tools.train_gpt import sample_metrics
+from course_lib.tools.recipes import BUILDERS, RECIPES, sample_metrics
 
 FLOWS = sorted(name for name, recipe in RECIPES.items() if recipe.kind == "flow")
 
@@ -42,7 +42,7 @@ def test_train_flow_records_tokenizer_classes_scale_and_test_loss(run):
 
 def test_train_flow_refuses_a_discrete_tokenizer(tmp_path, capsys):
     assert train_tool.main(["flow", "--tokenizer", "vq-f4-shapes", "--data", "shapes", "--preset", "dit-tiny",
-                            "--steps", "2", "--n-train", "64", "--out", str(tmp_path / "f.pt")]) == 1
+                            "--steps", "2", "--n-train", "64", "--out", str(tmp_path / "f.pt")]) == 2
     assert "needs continuous latents" in capsys.readouterr().err
 
 
@@ -58,34 +58,34 @@ def test_sample_flow_writes_pngs_and_is_deterministic(run, tmp_path, capsys):
 
 
 def test_sample_refuses_options_a_flow_model_lacks(run, capsys):
-    assert sample_tool.main([str(run), "--n", "2", "--temperature", "0.9"]) == 1
+    assert sample_tool.main([str(run), "--n", "2", "--temperature", "0.9"]) == 2
     assert "no --temperature" in capsys.readouterr().err
-    assert sample_tool.main([str(run), "--n", "2", "--top-k", "5"]) == 1
+    assert sample_tool.main([str(run), "--n", "2", "--top-k", "5"]) == 2
     assert "no --top-k" in capsys.readouterr().err
-    assert sample_tool.main(["gpt-shapes", "--n", "2", "--method", "heun"]) == 1
+    assert sample_tool.main(["gpt-shapes", "--n", "2", "--method", "heun"]) == 2
     assert "no --method" in capsys.readouterr().err
 
 
 def test_draw_gives_images_and_seconds_and_follows_the_seed(run):
-    images, seconds = sample_tool.draw(run, 6, seed=1, steps=3)
+    images, seconds = draw_checkpoint(run, 6, seed=1, settings={"steps": 3})
     assert images.shape == (6, 3, 32, 32) and 0 <= images.min() and images.max() <= 1 and seconds > 0
-    again, _ = sample_tool.draw(run, 6, seed=1, steps=3)
-    other, _ = sample_tool.draw(run, 6, seed=2, steps=3)
+    again, _ = draw_checkpoint(run, 6, seed=1, settings={"steps": 3})
+    other, _ = draw_checkpoint(run, 6, seed=2, settings={"steps": 3})
     assert torch.equal(images, again) and not torch.equal(images, other)
-    by_name, _ = sample_tool.draw(run, 2, classes="circle-red", seed=1, steps=3)
-    by_index, _ = sample_tool.draw(run, 2, classes=0, seed=1, steps=3)
+    by_name, _ = draw_checkpoint(run, 2, classes="circle-red", seed=1, settings={"steps": 3})
+    by_index, _ = draw_checkpoint(run, 2, classes=0, seed=1, settings={"steps": 3})
     assert torch.equal(by_name, by_index)
     with pytest.raises(ValueError, match="unknown sampling settings"):
-        sample_tool.draw(run, 2, temperatur=0.5)
+        draw_checkpoint(run, 2, settings={"temperatur": 0.5})
     with pytest.raises(ValueError, match="class indices"):
-        sample_tool.draw(run, 2, classes=[0, 24])
+        draw_checkpoint(run, 2, classes=[0, 24])
 
 
 def test_draw_decodes_token_grids_and_latents_alike():
-    grids, _ = sample_tool.draw("gpt-shapes", 2, seed=0)
+    grids, _ = draw_checkpoint("gpt-shapes", 2, seed=0)
     assert grids.shape == (2, 3, 32, 32)
     with pytest.raises(ValueError, match="sample from a generator"):
-        sample_tool.draw("kl-f4-shapes", 2)
+        draw_checkpoint("kl-f4-shapes", 2)
 
 
 def test_flow_recipes_have_a_builder_and_their_sampling_settings():
@@ -102,8 +102,8 @@ def test_shipped_flow_model_reproduces_its_test_loss(name):
     dit, kl = load_model(CHECKPOINT_DIR / f"{name}.pt"), load_model(CHECKPOINT_DIR / f"{metadata['tokenizer']}.pt")
     assert metadata["tokenizer"] == RECIPES[name].needs[0] and dit.config.grid == kl.tokens_shape[1:]
     test_set = metadata["test_set"]
-    latents, classes, _ = latent_set(kl, test_set["data"], "test", metadata["label"], test_set["n"])
-    measured = flow_test_loss(dit, latents, classes, metadata["time_sampling"])
+    latents = encode_latents(kl, test_set["data"], "test", metadata["label"], test_set["n"])
+    measured = flow_test_loss(dit, latents.latents, latents.classes, metadata["time_sampling"])
     assert measured == pytest.approx(metadata["test_metrics"]["flow_loss"], abs=1e-3)
 
 

@@ -70,13 +70,13 @@ def test_sample_writes_a_grid_and_one_png_per_sample(runs, tmp_path, capsys):
 
 
 def test_sample_refuses_what_the_model_lacks(runs, capsys):
-    assert sample_tool.main([str(runs / "cond.pt"), "--class", "hexagon"]) == 1
+    assert sample_tool.main([str(runs / "cond.pt"), "--class", "hexagon"]) == 2
     assert "unknown class 'hexagon'" in capsys.readouterr().err
-    assert sample_tool.main([str(runs / "cond.pt"), "--n", "2", "--steps", "8"]) == 1
+    assert sample_tool.main([str(runs / "cond.pt"), "--n", "2", "--steps", "8"]) == 2
     assert "no --steps" in capsys.readouterr().err
-    assert sample_tool.main([str(runs / "photos.pt"), "--class", "0"]) == 1
+    assert sample_tool.main([str(runs / "photos.pt"), "--class", "0"]) == 2
     assert "unconditional" in capsys.readouterr().err
-    assert sample_tool.main(["vq-f4-shapes"]) == 1
+    assert sample_tool.main(["vq-f4-shapes"]) == 2
     assert "sample from a generator" in capsys.readouterr().err
 
 
@@ -112,10 +112,10 @@ def test_compress_and_decompress_round_trip_the_tokens(runs, tmp_path, capsys):
 def test_compress_fails_cleanly(runs, tmp_path, capsys):
     _photo_folder(tmp_path / "in", 2)
     archive = tmp_path / "a.tok"
-    assert compress_tool.main_compress([str(tmp_path / "in"), "--out", str(archive), "--gpt", str(runs / "cond.pt")]) == 1
+    assert compress_tool.main_compress([str(tmp_path / "in"), "--out", str(archive), "--gpt", str(runs / "cond.pt")]) == 2
     assert "unconditional" in capsys.readouterr().err and not archive.exists()
     archive.write_bytes(b"JUNKJUNK")
-    assert compress_tool.main_decompress([str(archive), "--out", str(tmp_path / "out")]) == 1
+    assert compress_tool.main_decompress([str(archive), "--out", str(tmp_path / "out")]) == 2
     assert "not a token archive" in capsys.readouterr().err
 
 

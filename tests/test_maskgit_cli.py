@@ -36,7 +36,7 @@ def test_train_maskgit_records_kind_tokenizer_classes_and_test_loss(run, capsys)
 
 def test_train_maskgit_refuses_to_overwrite_and_bad_presets(run, capsys):
     args = ["maskgit", "--tokenizer", "vq-f8-shapes", "--data", "shapes", "--steps", "3", "--out", str(run)]
-    assert train_tool.main(args) == 1
+    assert train_tool.main(args) == 2
     assert "exists" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train_tool.main([*args[:-2], "--preset", "gpt-tiny", "--out", str(run.parent / "x.pt")])
@@ -57,9 +57,9 @@ def test_sample_takes_steps_and_is_reproducible(run, tmp_path, capsys):
 
 
 def test_sample_refuses_what_a_maskgit_lacks(run, capsys):
-    assert sample_tool.main([str(run), "--n", "2", "--top-k", "5"]) == 1
+    assert sample_tool.main([str(run), "--n", "2", "--top-k", "5"]) == 2
     assert "no --top-k" in capsys.readouterr().err
-    assert sample_tool.main([str(run), "--n", "2", "--steps", "0"]) == 1
+    assert sample_tool.main([str(run), "--n", "2", "--steps", "0"]) == 2
     assert "steps must be a positive int" in capsys.readouterr().err
 
 

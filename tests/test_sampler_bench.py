@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from course_lib.evaluation.sampler_bench import score_sampler, time_samplers, token_passes
+from course_lib.evaluation.sampler_bench import time_samplers, token_passes
+from course_lib.evaluation.yardstick import Yardstick
 from course_lib.generators.maskgit import remask
 from course_lib.notebook.viz import decode_masked
 
@@ -38,21 +39,28 @@ def test_token_passes_count_the_work_of_each_decoder():
 
 
 class _Tokenizer:
+    def eval(self):
+        return self
+
     def decode(self, grids):  # (B, h, w) -> (B, 1, 8h, 8w): each token a flat cell of its value / 10
         return (grids.float() / 10).repeat_interleave(8, 1).repeat_interleave(8, 2)[:, None]
 
 
-class _Yardstick:
+class _Yardstick(Yardstick):
+    def __init__(self):  # three classes; no classifier: the first cell's token is the "class"
+        self.class_names = ["a", "b", "c"]
+
     def score(self, images, classes):
-        predicted = (images[:, 0, 0, 0] * 10).round().long()  # the first cell's token is the "class"
+        predicted = (images[:, 0, 0, 0] * 10).round().long()
         return {"class_accuracy": float((predicted == classes).float().mean()), "n": len(images)}
 
 
-def test_score_sampler_asks_for_the_classes_in_turn():
+def test_sample_and_score_asks_for_the_classes_in_turn():
     right = lambda c, g: c[:, None, None].expand(-1, 2, 2).clone()  # noqa: E731
     wrong = lambda c, g: ((c + 1) % 3)[:, None, None].expand(-1, 2, 2).clone()  # noqa: E731
-    assert score_sampler(right, _Tokenizer(), _Yardstick(), 10, 3, batch_size=4) == {"class_accuracy": 1.0, "n": 10}
-    assert score_sampler(wrong, _Tokenizer(), _Yardstick(), 10, 3)["class_accuracy"] == 0.0
+    scores, images, seconds = _Yardstick().sample_and_score(right, _Tokenizer(), 10, batch_size=4)
+    assert scores == {"class_accuracy": 1.0, "n": 10} and images.shape == (10, 1, 16, 16) and seconds >= 0
+    assert _Yardstick().sample_and_score(wrong, _Tokenizer(), 10)[0]["class_accuracy"] == 0.0
 
 
 def test_decode_masked_paints_exactly_the_masked_cells_grey():

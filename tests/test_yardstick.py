@@ -6,8 +6,8 @@ from course_lib.engine.checkpoints import load_model, read_metadata
 from course_lib.evaluation.classifier import build_classifier, predict
 from course_lib.evaluation.yardstick import Yardstick, frechet_distance
 from course_lib.paths import CHECKPOINT_DIR
+from course_lib.datasets.labelled import images_in_turn, labelled_images
 from course_lib.tools.recipes import RECIPES
-from course_lib.tools.train_classifier import images_in_turn, labelled_images
 
 # (classifier, tokenizer, data, label) of each shipped yardstick
 SHIPPED = [("classifier-shapes", "vq-f8-shapes", "shapes", ("shape", "colour")),

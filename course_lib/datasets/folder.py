@@ -19,8 +19,10 @@ SPLITS = ("train", "test", "all")
 def load_folder(path: str | Path, split: str = "train", size: int = 32, channels: int = 3) -> ImageSet:
     """Images under ``path`` (recursively), centre-cropped to a square and resized to ``size``."""
     folder = Path(path).expanduser()
+    if folder.is_file():
+        raise ValueError(f"folder:{path} is a file; give the folder that holds the images")
     if not folder.is_dir():
-        raise ValueError(f"folder:{path}: no such directory")
+        raise ValueError(f"folder:{path}: no such folder")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if channels not in (1, 3):
@@ -29,7 +31,8 @@ def load_folder(path: str | Path, split: str = "train", size: int = 32, channels
     if split != "all":
         files = [p for i, p in enumerate(files) if (i % 10 == 9) == (split == "test")]
     if not files:
-        raise ValueError(f"folder:{path} has no {split} images with extensions {EXTENSIONS}")
+        which = "images" if split == "all" else f"{split} images (every 10th file is a test image)"
+        raise ValueError(f"folder:{path} has no {which}: expected files ending in {', '.join(EXTENSIONS)}")
     images = torch.stack([_load(p, size, channels) for p in files])  # (N, C, size, size)
     return ImageSet(f"folder:{folder}", split, images)
 

@@ -136,18 +136,23 @@ def atomic_save(payload: dict, path: str | Path) -> Path:
     return write_atomic(path, buffer.getvalue())
 
 
-def resolve_checkpoint(name_or_path: str | Path) -> Path:
-    """A shipped checkpoint's name (``vq-f4-shapes``) or a path to a ``.pt`` file -> the path."""
+def find_checkpoint(name_or_path: str | Path, folder: Path = CHECKPOINT_DIR) -> Path | None:
+    """A checkpoint's name (``vq-f4-shapes``, looked up in ``folder``) or a path to a ``.pt`` file -> the path,
+    or None where there is no such file."""
     path = Path(name_or_path)
-    if path.suffix == ".pt":
-        if not path.is_file():
-            raise CheckpointError(f"no checkpoint at {path}")
-        return path
-    shipped = CHECKPOINT_DIR / f"{name_or_path}.pt"
-    if not shipped.is_file():
+    path = path if path.suffix == ".pt" else Path(folder) / f"{name_or_path}.pt"
+    return path if path.is_file() else None
+
+
+def resolve_checkpoint(name_or_path: str | Path) -> Path:
+    """A shipped checkpoint's name (``vq-f4-shapes``) or a path to a ``.pt`` file -> the path, or a CheckpointError."""
+    found = find_checkpoint(name_or_path)
+    if found is None and Path(name_or_path).suffix == ".pt":
+        raise CheckpointError(f"no checkpoint at {name_or_path}")
+    if found is None:
         known = sorted(p.stem for p in CHECKPOINT_DIR.glob("*.pt"))
         raise CheckpointError(f"{str(name_or_path)!r} is neither a .pt file nor a shipped checkpoint; shipped: {known}")
-    return shipped
+    return found
 
 
 def shipped_name(path: str | Path) -> str:
@@ -163,9 +168,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"no checkpoint at {path}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {first_line}") from None
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, KeyError, ValueError,
+            TypeError, AttributeError, IndexError, UnicodeDecodeError) as error:
+        # torch's own message advises weights_only=False: wrong for a file that is simply not a checkpoint
+        raise CheckpointError(f"{path} is not a readable checkpoint of course_lib (truncated, corrupt, or another kind "
+                              f"of file; {type(error).__name__} while reading it)") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a course_lib checkpoint (no format={FORMAT!r} entry)")
     if payload.get("version") != VERSION:

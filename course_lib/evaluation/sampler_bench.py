@@ -1,4 +1,4 @@
-"""Token generators side by side: wall time of drawing samples (interleaved), and the yardstick on them.
+"""Token generators side by side: wall time of drawing samples (interleaved), and the work each does.
 
 Lesson 08 sets MaskGIT's parallel decoding against the GPT's one-token-per-step loop on the same
 tokens. Two rules keep that comparison honest:
@@ -7,6 +7,8 @@ tokens. Two rules keep that comparison honest:
   machine hits all of them alike; the median over repeats is reported;
 - **the same work on both sides**: each sampler is a function ``(classes, generator) -> grids`` for
   the same classes and batch; decoding grids to images is left out of the time for all of them.
+
+The yardstick scores the same functions (``Yardstick.sample_and_score``).
 
 ``token_passes`` counts the work a sampler does: a transformer evaluates each position of its input
 once per forward pass, so a KV-cached GPT does about N + 1 token passes per sample (each token once,
@@ -38,17 +40,6 @@ def time_samplers(samplers: dict[str, Sampler], classes: torch.Tensor, repeats: 
             sampler(classes, generator)
             seconds[name].append(time.perf_counter() - began)
     return {name: statistics.median(times) for name, times in seconds.items()}
-
-
-@torch.no_grad()
-def score_sampler(sampler: Sampler, tokenizer, yardstick, n: int, num_classes: int, seed: int = 0,
-                  batch_size: int = 256) -> dict:
-    """The yardstick on ``n`` samples, classes in turn (as lesson 07's ``sample_metrics``)."""
-    classes = torch.arange(n) % num_classes  # (n,)
-    generator = torch.Generator().manual_seed(seed)
-    grids = torch.cat([sampler(c, generator) for c in classes.split(batch_size)])  # (n, h, w)
-    images = torch.cat([tokenizer.decode(g).clamp(0, 1) for g in grids.split(batch_size)])
-    return yardstick.score(images, classes)
 
 
 def token_passes(num_tokens: int, steps: int | None = None, cfg: bool = False) -> int:

@@ -14,13 +14,27 @@ to published FID values. A score alone says little, so it always comes with two 
 - the ceiling: the tokenizer's own reconstructions of the test images (the best a generator of that
   tokenizer's tokens can reach: it can only produce what the decoder draws).
 
+:meth:`Yardstick.for_dataset` binds one to a labelled course dataset: its reference features come from
+the training images, its floor and ceiling from test images whose classes come in turn (the proportions
+in which class-conditional samples are drawn), and :meth:`Yardstick.sample_and_score` draws samples from
+any generator (a function ``(classes, generator) -> grids or latents``), decodes them through the
+tokenizer and scores them: the one path from a generator to its numbers, for the recipes, the command
+line and the notebooks.
+
 Shapes: N images, D feature dim.
 """
 from __future__ import annotations
 
+import time
+from typing import Callable
+
 import torch
 
+from course_lib.datasets.labelled import images_in_turn, labelled_images
 from course_lib.evaluation.classifier import Classifier, predict
+from course_lib.generators.drawing import to_images
+
+Sampler = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # (classes (B,), generator) -> grids or latents
 
 
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -50,6 +64,18 @@ class Yardstick:
         self.classifier = classifier.eval()
         self.class_names = list(classifier.config.class_names)
         self.reference = predict(classifier, train_images)[1]  # (N, D) real train features
+        self.data, self.label = None, None  # set by for_dataset
+
+    @classmethod
+    def for_dataset(cls, classifier: Classifier, data: str, label, n_reference: int = 4096) -> "Yardstick":
+        """The yardstick of a labelled course dataset: reference features of its first ``n_reference`` train images."""
+        train_images, _, names = labelled_images(data, "train", label, n_reference)
+        if list(classifier.config.class_names) and names != list(classifier.config.class_names):
+            raise ValueError(f"the classifier tells {len(classifier.config.class_names)} classes apart, {data}'s "
+                             f"label {label!r} has {len(names)}: give the classifier trained on that label")
+        yardstick = cls(classifier, train_images)
+        yardstick.data, yardstick.label = data, label
+        return yardstick
 
     def score(self, images: torch.Tensor, classes: torch.Tensor | None = None) -> dict:
         """``frechet_distance`` to the real train images, and (given the intended classes (N,))
@@ -69,6 +95,34 @@ class Yardstick:
         if tokenizer is not None:
             result["ceiling"] = self.score(reconstruct(tokenizer, test_images), test_classes)
         return result
+
+    def references_in_turn(self, n: int, tokenizer=None) -> dict:
+        """The floor and (with a tokenizer) the ceiling on ``n`` test images of the dataset, classes in turn."""
+        if self.data is None:
+            raise ValueError("references_in_turn needs a dataset: build the yardstick with Yardstick.for_dataset")
+        test_images, test_classes, _ = images_in_turn(self.data, "test", self.label, n)
+        return self.references(test_images, test_classes, tokenizer)
+
+    @torch.no_grad()
+    def sample_and_score(self, sampler: Sampler, tokenizer, n: int, seed: int = 0, batch_size: int = 256,
+                         device: str | torch.device = "cpu") -> tuple[dict, torch.Tensor, float]:
+        """``n`` samples with the classes in turn, drawn in batches from one generator seeded ``seed``, decoded by
+        ``tokenizer`` and scored; returns the scores, the images (n, C, H, W) and the seconds of sampling alone."""
+        classes = torch.arange(n) % len(self.class_names)  # (n,)
+        generator = torch.Generator(device).manual_seed(seed)
+        began = time.perf_counter()
+        drawn = [sampler(c.to(device), generator) for c in classes.split(batch_size)]
+        seconds = time.perf_counter() - began
+        images = torch.cat([to_images(tokenizer, out) for out in drawn])  # (n, C, H, W)
+        return self.score(images, classes), images, seconds
+
+    def measure(self, sampler: Sampler, tokenizer, n: int, sampling: dict, seed: int = 0,
+                device: str | torch.device = "cpu") -> dict:
+        """A generator's record: the scores of ``n`` samples drawn with ``sampling``, the sampling seconds,
+        and the floor and ceiling on as many test images in turn (what a checkpoint's ``sample_metrics`` holds)."""
+        scores, _, seconds = self.sample_and_score(sampler, tokenizer, n, seed, device=device)
+        return {"sampling": sampling, "n": n, "seconds": round(seconds, 2), "samples": scores,
+                **self.references_in_turn(n, tokenizer), "chance": self.chance}
 
     @property
     def chance(self) -> float:

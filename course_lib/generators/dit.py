@@ -26,7 +26,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from course_lib.generators import configs, flow
+from course_lib.generators import configs, drawing, flow
 from course_lib.generators.conditioning import ClassRows, check_class_dropout
 from course_lib.generators.transformer import Transformer, TransformerConfig, init_weights
 from course_lib.tokenizers.kl import LatentNormalizer
@@ -199,3 +199,23 @@ class DiT(nn.Module):
         if trajectory:
             return self.normalizer.denormalize(out[0]), self.normalizer.denormalize(out[1])
         return self.normalizer.denormalize(out)
+
+
+
+
+@torch.no_grad()
+def flow_test_loss(model: DiT, latents: torch.Tensor, classes: torch.Tensor | None, time_sampling: str,
+                   seed: int = 0, batch_size: int = 256) -> float:
+    """The flow-matching loss on held-out raw latents (N, C, h, w), with fixed times and noise (``seed``):
+    comparable across runs."""
+    device = model.head.weight.device
+    generator = torch.Generator(device).manual_seed(seed)
+    losses = []
+    for i in range(0, len(latents), batch_size):
+        batch = latents[i:i + batch_size].to(device)
+        c = None if classes is None else classes[i:i + batch_size].to(device)
+        losses.append(float(model.loss(batch, c, time_sampling, generator)) * len(batch))
+    return sum(losses) / len(latents)
+
+
+drawing.register(DiT, "flow", ("steps", "method", "cfg"), "a flow model integrates an ODE from noise to latents")

@@ -21,7 +21,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from course_lib.generators import configs
+from course_lib.generators import configs, drawing
 from course_lib.generators.conditioning import ClassRows, class_ids, drop_classes
 from course_lib.generators.configs import TokenGridConfig
 from course_lib.generators.sampling import cfg_logits, next_token_loss, sample_step
@@ -160,3 +160,6 @@ class GPT(nn.Module):
             sequence = torch.cat([sequence, token.repeat(2 if guided else 1)[:, None]], dim=1)  # (B', i+2)
         grid = torch.stack(tokens, dim=1)  # (n, N)
         return rearrange(grid, "b (h w) -> b h w", h=self.config.grid[0])
+
+
+drawing.register(GPT, "gpt", ("temperature", "top_k", "top_p", "cfg"), "a GPT draws one token per step, in raster order")

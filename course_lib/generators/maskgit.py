@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from course_lib.generators import configs
+from course_lib.generators import configs, drawing
 from course_lib.generators.conditioning import ClassRows, class_ids, drop_classes
 from course_lib.generators.configs import TokenGridConfig
 from course_lib.generators.mask_schedule import SCHEDULES, check_schedule, check_steps, masked_after, training_mask
@@ -233,3 +233,6 @@ class MaskGIT(nn.Module):
         finally:
             self.train(was_training)
         return grids
+
+
+drawing.register(MaskGIT, "maskgit", ("steps", "schedule", "temperature", "cfg", "choice_temperature"), "a MaskGIT decodes a few tokens per step, in parallel")

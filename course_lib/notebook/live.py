@@ -13,7 +13,7 @@ from typing import Callable
 
 from torch import nn
 
-from course_lib.engine.checkpoints import load_model, read_metadata
+from course_lib.engine.checkpoints import find_checkpoint, load_model, read_metadata
 from course_lib.engine.seeding import seed_everything
 from course_lib.engine.training import TrainConfig, TrainResult, train
 from course_lib.paths import CHECKPOINT_DIR
@@ -24,15 +24,15 @@ from course_lib.tokenizers.tokenizer import build_tokenizer
 def shipped_or_live(name: str, train_fn: Callable[[], nn.Module], device=None,
                     folder: Path = CHECKPOINT_DIR) -> tuple[nn.Module, str]:
     """``(model, "shipped")`` from ``folder/NAME.pt`` when it exists, else ``(train_fn(), "live")``; prints which."""
-    path = Path(folder) / f"{name}.pt"
-    if path.is_file():
+    path = find_checkpoint(name, folder)
+    if path is not None:
         metadata = read_metadata(path)
         recorded = (metadata.get("test_metrics") or {}).get("psnr")
         print(f"loaded shipped {path.name}: {metadata.get('steps', '?')} training steps on "
               f"{metadata.get('train_images', '?')} {metadata.get('data', '')} images"
               + (f", test PSNR recorded at training time {recorded:.2f} dB" if recorded else ""))
         return load_model(path, device), "shipped"
-    print(f"NOTE: {path.name} is not in {folder} (`make checkpoints` makes it); training a short stand-in live instead")
+    print(f"NOTE: {name}.pt is not in {folder} (`make checkpoints` makes it); training a short stand-in live instead")
     return train_fn().eval(), "live"
 
 

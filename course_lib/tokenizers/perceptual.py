@@ -30,12 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_lib.engine.checkpoints import load_model, update_metadata
-from course_lib.paths import CHECKPOINT_DIR
 from course_lib.datasets.imageset import ImageSet
 from course_lib.datasets.photos import make_photo_crops, photo_names
-from course_lib.engine.seeding import seed_everything
-from course_lib.engine.training import TrainConfig, TrainResult, train
+from course_lib.engine.checkpoints import load_model
+from course_lib.engine.runs import Trainer, run_trainer
+from course_lib.engine.training import TrainConfig, TrainResult
+from course_lib.paths import CHECKPOINT_DIR
 
 FEATURE_NET_CHECKPOINT = CHECKPOINT_DIR / "feature-net-photos.pt"
 NUM_ROTATIONS = 4
@@ -271,17 +271,15 @@ def train_feature_net(config: FeatureNetConfig | str = "photos-32", train_config
     preset = config if isinstance(config, str) else None
     config = feature_net_presets[config] if isinstance(config, str) else config
     train_config = train_config or feature_net_train_config()
-    data = _crops_at_zooms(num_crops, bases, train_config.seed)
-    seed_everything(train_config.seed)
-    net = FeatureNet(config)
-    metadata = {"kind": "feature-net", "preset": preset, "data": "photos", "train_images": len(data.images),
-                "bases": tuple(bases), "seed": train_config.seed}
-    result = train(net, (data.images, data.labels["source"]), train_config, loss_fn=free_label_loss,
-                   checkpoint=checkpoint, resume=resume, metadata=metadata, device="cpu", progress=progress)
-    report = held_out_report(net, eval_crops, train_config.seed)
-    if checkpoint is not None:
-        update_metadata(checkpoint, test_metrics=report, test_set={"data": "photos", "split": "test", "n": eval_crops},
-                        threads=torch.get_num_threads())
+
+    def setup() -> Trainer:
+        data = _crops_at_zooms(num_crops, bases, train_config.seed)
+        return Trainer(FeatureNet(config), (data.images, data.labels["source"]),
+                       {"preset": preset, "data": "photos", "train_images": len(data.images), "bases": tuple(bases)},
+                       test=lambda net: held_out_report(net, eval_crops, train_config.seed),
+                       test_set={"data": "photos", "split": "test", "n": eval_crops}, loss_fn=free_label_loss,
+                       recorded={"threads": torch.get_num_threads()})
+    net, result, report = run_trainer("feature-net", setup, train_config, checkpoint, resume, progress, device="cpu")
     return net.eval(), result, report
 
 

@@ -20,8 +20,8 @@ from nbconvert import HTMLExporter
 
 from course_lib.engine import runtime
 from course_lib.engine.files import write_atomic
+from course_lib.notebook.nbfiles import dumps, read
 from course_lib.paths import ROOT
-from course_lib.tools.nbtools import dumps, read
 
 
 def execute(path: Path, timeout: int = 1800) -> tuple[nbformat.NotebookNode, float]:

@@ -15,7 +15,8 @@ import sys
 
 from course_lib.datasets import DatasetUnavailable
 from course_lib.datasets.images import load_images
-from course_lib.engine.checkpoints import CheckpointError, load_model
+from course_lib.engine.checkpoints import load_model, read_metadata, resolve_checkpoint
+from course_lib.engine.commands import run_command
 from course_lib.engine.runtime import pick_device
 from course_lib.evaluation.jpeg import jpeg_at_budget
 from course_lib.evaluation.reconstruction import evaluate_tokenizer
@@ -23,7 +24,7 @@ from course_lib.evaluation.reconstruction import evaluate_tokenizer
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m course_lib.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("checkpoint", help="a .pt file written by course_lib.train or make_checkpoints")
+    parser.add_argument("checkpoint", help="a tokenizer: shipped name (vq-f4-photos) or a .pt file")
     parser.add_argument("--data", required=True, help="shapes, photos, glyphs, digits, mnist, fashion_mnist, cifar10 "
                                                       "or folder:PATH")
     parser.add_argument("--split", default="test", choices=("train", "test", "all"), help="all: a whole folder")
@@ -38,7 +39,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict:
     if (args.n is not None and args.n < 1) or args.batch_size < 1:
         raise ValueError(f"--n and --batch-size must be >= 1, got {args.n}, {args.batch_size}")
-    model = load_model(args.checkpoint, pick_device(args.device))
+    path = resolve_checkpoint(args.checkpoint)
+    kind = read_metadata(path).get("kind")
+    if kind not in ("tokenizer", "vqgan"):
+        hint = f"python -m course_lib.sample {args.checkpoint}" if kind in ("gpt", "maskgit", "flow") else \
+            "python -m course_lib.evaluate vq-f4-photos --data photos"
+        raise ValueError(f"{args.checkpoint} holds a {kind!r} model; evaluate reads tokenizers (try: {hint})")
+    model = load_model(path, pick_device(args.device))
     config = model.config
     images = load_images(args.data, args.split, config.autoencoder.in_channels, config.image_size, args.n)
     result = {"checkpoint": str(args.checkpoint), "data": args.data, "split": args.split, "images": len(images),
@@ -52,13 +59,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        result = run(args)
-    except (ValueError, DatasetUnavailable, CheckpointError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(json.dumps(result))
-    return 0
+    return run_command(lambda: print(json.dumps(run(args))), (DatasetUnavailable,))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from pathlib import Path
 import nbformat
 
 from course_lib.engine.files import write_atomic
+from course_lib.notebook.nbfiles import dumps, read
 from course_lib.paths import ROOT
 
 BEGIN = "### BEGIN SOLUTION"
@@ -96,18 +97,6 @@ def make_student(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 def has_outputs(nb: nbformat.NotebookNode) -> bool:
     return any(c.cell_type == "code" and (c.outputs or c.execution_count) for c in nb.cells)
-
-
-def dumps(nb: nbformat.NotebookNode) -> str:
-    """The canonical text of a notebook (what is written to disk)."""
-    return json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-def read(path: Path) -> nbformat.NotebookNode:
-    try:
-        return nbformat.read(str(path), as_version=4)
-    except Exception as error:  # noqa: BLE001
-        raise ValueError(f"{path} is not a readable notebook: {error}") from None
 
 
 def build_students(solutions: Path = ROOT / "solutions", notebooks: Path = ROOT / "notebooks") -> list[Path]:

@@ -3,7 +3,10 @@
 A recipe names its kind (which builder trains it), its preset and data, the optimization, and the
 shipped checkpoints it builds on (``needs``): a generator recipe needs the tokenizer whose tokens it
 models. ``make checkpoints`` makes them in dependency order (:func:`build_order`). A later lesson adds
-its models as new recipes and, for a new kind, a builder in ``BUILDERS``.
+its models as new recipes and, for a new kind, its trainer in ``TRAINERS`` and a builder in ``BUILDERS``.
+
+This is the tools' registry: the command lines find every trainer here (``TRAINERS``), and no other
+module of ``tools/`` imports another.
 """
 from __future__ import annotations
 
@@ -12,17 +15,22 @@ from pathlib import Path
 from typing import Callable
 
 from course_lib.datasets.images import load_images
-from course_lib.engine.checkpoints import update_metadata
+from course_lib.engine.checkpoints import load_model, read_metadata, resolve_checkpoint, update_metadata
+from course_lib.engine.runs import train_config
 from course_lib.engine.training import TrainConfig, TrainResult
 from course_lib.evaluation.perceptual_eval import perceptual_report
+from course_lib.evaluation.yardstick import Yardstick
+from course_lib.generators.drawing import draw
 from course_lib.paths import CHECKPOINT_DIR
 from course_lib.tokenizers.perceptual import FeatureDistance, feature_net_train_config, train_feature_net
 from course_lib.tokenizers.vqgan_loss import VQGANLoss, VQGANLossConfig
-from course_lib.tools.train import train_tokenizer
 from course_lib.tools.train_classifier import train_classifier
 from course_lib.tools.train_flow import train_flow
-from course_lib.tools.train_gpt import record_sample_metrics, train_gpt
+from course_lib.tools.train_gpt import train_gpt
 from course_lib.tools.train_maskgit import train_maskgit
+from course_lib.tools.train_tokenizer import train_tokenizer
+
+SAMPLES = 1024  # a generator's yardstick scores this many samples (classes in turn)
 
 
 @dataclass(frozen=True)
@@ -43,38 +51,32 @@ class Recipe:
     loss: dict = field(default_factory=dict)  # "vqgan": the fields of VQGANLossConfig
 
 
-def _steps(steps: int, batch_size: int, lr: float = 2e-3) -> TrainConfig:
-    return TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=200, eval_every=steps // 5,
-                       checkpoint_every=steps // 10)
-
-
-def _tokenizer(preset: str, data: str, train: TrainConfig, **options) -> Recipe:
-    return Recipe("tokenizer", preset, data, train, **options)
+def _tokenizer(preset: str, data: str, steps: int, batch_size: int, **options) -> Recipe:
+    # the recipes' tokenizers: lr 2e-3 and 200 warm-up steps (the command line's defaults are 1e-3 and 100)
+    return Recipe("tokenizer", preset, data, train_config("tokenizer", steps, batch_size, lr=2e-3, warmup=200), **options)
 
 
 def _classifier(data: str, label, steps: int = 1200) -> Recipe:
-    return Recipe("classifier", "classifier-small", data, _steps(steps, 64), label=label)
+    return Recipe("classifier", "classifier-small", data, train_config("classifier", steps, 64, warmup=200), label=label)
+
+
+def _generator(kind: str, preset: str, data: str, needs: tuple[str, ...], steps: int, batch_size: int,
+               warmup: int, **options) -> Recipe:
+    """A generator of ``kind`` on the tokens or latents of ``needs[0]`` (a tokenizer), scored by ``needs[1]``
+    (a classifier) if given."""
+    return Recipe(kind, preset, data, train_config(kind, steps, batch_size, warmup=warmup), needs=needs, **options)
 
 
 def _gpt(data: str, needs: tuple[str, ...], steps: int, batch_size: int, **options) -> Recipe:
-    """A GPT on the tokens of ``needs[0]`` (a tokenizer), scored by ``needs[1]`` (a classifier) if given."""
-    train = TrainConfig(steps=steps, batch_size=batch_size, lr=2e-3, warmup=100, weight_decay=0.05,
-                        eval_every=steps // 5, checkpoint_every=steps // 10)
-    return Recipe("gpt", "gpt-small", data, train, needs=needs, **options)
+    return _generator("gpt", "gpt-small", data, needs, steps, batch_size, 100, **options)
 
 
 def _maskgit(data: str, needs: tuple[str, ...], steps: int, batch_size: int, **options) -> Recipe:
-    """A MaskGIT on the tokens of ``needs[0]`` (a tokenizer), scored by ``needs[1]`` (a classifier) if given."""
-    train = TrainConfig(steps=steps, batch_size=batch_size, lr=2e-3, warmup=100, weight_decay=0.05,
-                        eval_every=steps // 5, checkpoint_every=steps // 10)
-    return Recipe("maskgit", "maskgit-small", data, train, needs=needs, **options)
+    return _generator("maskgit", "maskgit-small", data, needs, steps, batch_size, 100, **options)
 
 
 def _flow(data: str, needs: tuple[str, ...], steps: int, batch_size: int, **options) -> Recipe:
-    """A DiT trained by flow matching on the latents of ``needs[0]`` (a KL tokenizer), scored by ``needs[1]``."""
-    train = TrainConfig(steps=steps, batch_size=batch_size, lr=1e-3, warmup=200, eval_every=steps // 5,
-                        checkpoint_every=steps // 10)
-    return Recipe("flow", "dit-small", data, train, needs=needs, **options)
+    return _generator("flow", "dit-small", data, needs, steps, batch_size, 200, **options)
 
 
 # lesson 06's fine-tune: a low learning rate and small weights. With perceptual_weight 0.02, gan_weight 0.5
@@ -86,16 +88,16 @@ VQGAN_LOSS = {"perceptual_weight": 0.005, "gan_weight": 0.05, "gan_start": 200, 
 # photos: few source photos, so the crops are augmented (+1.5 dB test PSNR); batch 32 learns more
 # per second of CPU than 64 on this small model
 RECIPES: dict[str, Recipe] = {
-    "vq-f4-shapes": _tokenizer("vq-f4", "shapes", _steps(1500, 64)),
-    "fsq-f4-shapes": _tokenizer("fsq-f4", "shapes", _steps(1500, 64)),
-    "kl-f4-shapes": _tokenizer("kl-f4", "shapes", _steps(1500, 64)),
-    "vq-f4-photos": _tokenizer("vq-f4", "photos", _steps(8000, 32), n_train=16384, augment=True),
-    "fsq-f4-photos": _tokenizer("fsq-f4", "photos", _steps(8000, 32), n_train=16384, augment=True),
-    "kl-f4-photos": _tokenizer("kl-f4", "photos", _steps(8000, 32), n_train=16384, augment=True),
+    "vq-f4-shapes": _tokenizer("vq-f4", "shapes", 1500, 64),
+    "fsq-f4-shapes": _tokenizer("fsq-f4", "shapes", 1500, 64),
+    "kl-f4-shapes": _tokenizer("kl-f4", "shapes", 1500, 64),
+    "vq-f4-photos": _tokenizer("vq-f4", "photos", 8000, 32, n_train=16384, augment=True),
+    "fsq-f4-photos": _tokenizer("fsq-f4", "photos", 8000, 32, n_train=16384, augment=True),
+    "kl-f4-photos": _tokenizer("kl-f4", "photos", 8000, 32, n_train=16384, augment=True),
     # lesson 07's class-conditional GPTs model these: 4x4 grids of K = 256 (a GPT on 8x8 grids of K = 1024
     # trained for the same minutes drew shapes of the right colour but only 60% of the right shape)
-    "vq-f8-shapes": _tokenizer("vq-f8", "shapes", _steps(1500, 64), overrides={"codebook_size": 256}),
-    "vq-f8-glyphs": _tokenizer("vq-f8", "glyphs", _steps(1500, 64), overrides={"in_channels": 1, "codebook_size": 256}),  # grey
+    "vq-f8-shapes": _tokenizer("vq-f8", "shapes", 1500, 64, overrides={"codebook_size": 256}),
+    "vq-f8-glyphs": _tokenizer("vq-f8", "glyphs", 1500, 64, overrides={"in_channels": 1, "codebook_size": 256}),  # grey
     # the yardstick of lesson 07's samples: the classes its conditional GPTs are asked for
     "classifier-shapes": _classifier("shapes", ("shape", "colour")),
     "classifier-digits": _classifier("digits", "char"),
@@ -121,7 +123,7 @@ RECIPES: dict[str, Recipe] = {
     "flow-shapes": _flow("shapes", ("kl-f4-shapes", "classifier-shapes"), 12000, 64, label=("shape", "colour"),
                          n_train=32768, overrides={"depth": 3}, sampling={"steps": 16, "method": "euler", "cfg": 2.0}),
     # digits: the same DiT on a grey KL tokenizer of glyphs (as vq-f8-glyphs is for the digits GPT)
-    "kl-f4-glyphs": _tokenizer("kl-f4", "glyphs", _steps(1500, 64), overrides={"in_channels": 1}),  # grey
+    "kl-f4-glyphs": _tokenizer("kl-f4", "glyphs", 1500, 64, overrides={"in_channels": 1}),  # grey
     "flow-digits": _flow("digits", ("kl-f4-glyphs", "classifier-digits"), 12000, 64, label="char",
                          overrides={"depth": 3}, sampling={"steps": 16, "method": "euler", "cfg": 2.0}),
     # lesson 06's perceptual distance: a small network that tells a crop's rotation and source photo
@@ -150,11 +152,29 @@ def _generator_builder(train_fn: Callable) -> Callable[[Recipe, Path, bool], Tra
     recipe's sampling settings: class accuracy and distance beside the floor and the ceiling."""
     def make(recipe: Recipe, run: Path, progress: bool) -> TrainResult:
         _, result, _ = train_fn(recipe.preset, recipe.needs[0], recipe.data, recipe.train, run, recipe.label,
-                                recipe.overrides, recipe.n_train, recipe.n_test, resume=True, progress=progress)
+                                recipe.overrides, n_train=recipe.n_train, n_test=recipe.n_test, resume=True,
+                                progress=progress)
         if len(recipe.needs) > 1:
-            record_sample_metrics(run, recipe.needs[0], recipe.needs[1], recipe.sampling)
+            record_sample_metrics(run, recipe.needs[1], recipe.sampling)
         return result
     return make
+
+
+def sample_metrics(model, tokenizer, classifier, data: str, label, sampling: dict, n: int = SAMPLES,
+                   seed: int = 0) -> dict:
+    """The yardstick on ``n`` samples of a generator drawn with ``sampling`` (classes in turn), beside its
+    floor and ceiling: what a generator checkpoint's ``sample_metrics`` holds."""
+    yardstick = Yardstick.for_dataset(classifier, data, label)
+    return yardstick.measure(lambda c, g: draw(model, len(c), c, sampling, g), tokenizer, n, sampling, seed)
+
+
+def record_sample_metrics(path: str | Path, classifier: str | Path, sampling: dict) -> dict:
+    """Measure the generator at ``path`` with the yardstick of ``classifier`` and record it as ``sample_metrics``."""
+    metadata = read_metadata(path)
+    metrics = sample_metrics(load_model(path), load_model(resolve_checkpoint(metadata["tokenizer"])),
+                             load_model(resolve_checkpoint(classifier)), metadata["data"], metadata["label"], sampling)
+    update_metadata(path, sample_metrics=metrics)
+    return metrics
 
 
 def _make_feature_net(recipe: Recipe, run: Path, progress: bool) -> TrainResult:
@@ -186,6 +206,10 @@ def game_history(history: list[dict]) -> list[dict]:
     the adaptive weight and the reconstruction terms (for the notebook's plot of the shipped game)."""
     return [{"step": row["step"], **{k: row[k] for k in GAME_LOGS if k in row}} for row in history if "d_loss" in row]
 
+
+# kind -> its trainer, for the command line (python -m course_lib.train KIND)
+TRAINERS: dict[str, Callable] = {"tokenizer": train_tokenizer, "classifier": train_classifier, "gpt": train_gpt,
+                                 "maskgit": train_maskgit, "flow": train_flow}
 
 # kind -> builder(recipe, run_path, progress): trains (resuming the run at run_path) and writes it there
 BUILDERS: dict[str, Callable[[Recipe, Path, bool], TrainResult]] = {

@@ -1,15 +1,14 @@
-"""Train a MaskGIT on a tokenizer's token grids, and measure it: masked-token NLL, and the yardstick on its samples.
+"""Train a MaskGIT on a tokenizer's token grids, and measure it: bits per masked token.
 
     python -m course_lib.train maskgit --tokenizer vq-f8-shapes --data shapes --label shape,colour --steps 4000 \\
         --out runs/maskgit-shapes.pt
 
-Mirrors :mod:`course_lib.tools.train_gpt`: the tokenizer encodes the dataset once (cached in
-``data/tokens/``), the MaskGIT (:mod:`course_lib.generators.maskgit`) trains on the grids with
-:func:`course_lib.engine.training.train`, and the checkpoint's metadata records the tokenizer, the
-class names and the test loss in bits per masked token (masks drawn through the schedule from a fixed
-seed, so the number is comparable between runs; it is not the GPT's bits per token: a masked model
-has no exact likelihood). With a yardstick classifier, ``record_sample_metrics`` of train_gpt (it
-serves any generator with ``sample``) adds the class accuracy and distance of samples.
+The tokenizer encodes the dataset once (cached in ``data/tokens/``), the MaskGIT
+(:mod:`course_lib.generators.maskgit`) trains on the grids through
+:func:`course_lib.generators.runs.train_generator`, and the checkpoint's metadata records the
+tokenizer, the class names and the test loss in bits per masked token (masks drawn through the
+schedule from a fixed seed, so the number is comparable between runs; it is not the GPT's bits per
+token: a masked model has no exact likelihood).
 """
 from __future__ import annotations
 
@@ -19,14 +18,9 @@ from pathlib import Path
 import torch
 
 from course_lib.datasets.tokens import TokenSet
-from course_lib.engine.checkpoints import load_model, update_metadata
-from course_lib.engine.seeding import seed_everything
-from course_lib.engine.training import TrainConfig, TrainResult, train
+from course_lib.engine.training import TrainConfig, TrainResult
 from course_lib.generators.maskgit import MaskGIT, build_maskgit
-from course_lib.tools.train_gpt import (EVAL_GRIDS, check_resume, record_sample_metrics, resolve_checkpoint,
-                                       run_metadata, token_sets)
-
-__all__ = ["masked_bits", "record_sample_metrics", "train_maskgit"]
+from course_lib.generators.runs import TrainingSets, train_generator
 
 
 @torch.no_grad()
@@ -46,25 +40,11 @@ def masked_bits(model: MaskGIT, tokens: TokenSet, batch_size: int = 256, seed: i
 
 
 def train_maskgit(preset: str, tokenizer: str | Path, data: str, config: TrainConfig, out: str | Path | None = None,
-                  label=None, overrides: dict | None = None, n_train: int | None = None, n_test: int = 1024,
-                  resume: bool = False, progress: bool = True,
-                  device: str | None = None) -> tuple[MaskGIT, TrainResult, dict]:
-    """Train ``preset`` on ``tokenizer``'s grids of ``data`` (class-conditional on ``label`` if given)."""
-    overrides = dict(overrides or {})
-    seed_everything(config.seed)
-    tokenizer_path = resolve_checkpoint(tokenizer)
-    codec = load_model(tokenizer_path)
-    train_set, test_set = token_sets(codec, data, label, n_train, n_test)
-    model = build_maskgit(preset, codebook_size=codec.codebook_size, grid=train_set.grid,
-                          num_classes=train_set.num_classes, **overrides)
-    metadata = run_metadata("maskgit", preset, overrides, data, label, tokenizer_path, train_set.class_names,
-                            len(train_set), config.seed)
-    check_resume(out, resume, metadata)
-    batch = (train_set.tokens, train_set.classes) if train_set.num_classes else train_set.tokens
-    eval_set = TokenSet(data, "test", test_set.tokens[:EVAL_GRIDS], test_set.classes[:EVAL_GRIDS], test_set.class_names)
-    result = train(model, batch, config, eval_fn=lambda m: {"bits_per_masked_token": masked_bits(m, eval_set)},
-                   checkpoint=out, resume=resume, metadata=metadata, device=device, progress=progress)
-    metrics = {"bits_per_masked_token": masked_bits(model, test_set)}
-    if out is not None:
-        update_metadata(out, test_metrics=metrics, test_set={"data": data, "split": "test", "n": len(test_set)})
-    return model.cpu(), result, metrics
+                  label=None, overrides: dict | None = None, **options) -> tuple[MaskGIT, TrainResult, dict]:
+    """Train MaskGIT ``preset`` on ``tokenizer``'s grids of ``data`` (class-conditional on ``label`` if given);
+    ``options`` as :func:`train_generator`'s (n_train, n_test, resume, progress, device)."""
+    def build(sets: TrainingSets) -> MaskGIT:
+        return build_maskgit(preset, codebook_size=sets.tokenizer.codebook_size, grid=sets.train.grid,
+                             num_classes=sets.train.num_classes, **(overrides or {}))
+    return train_generator("maskgit", build, lambda m, t: {"bits_per_masked_token": masked_bits(m, t)}, preset,
+                           tokenizer, data, config, out, label, overrides, **options)
