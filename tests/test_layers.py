@@ -126,4 +126,41 @@ def test_a_cycle_inside_one_folder_is_caught(tmp_path):
 
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_no_module_is_over_350_lines(path):
-    assert len(path.read_text().splitlines()) <= 350, "split it: one concept per module (STYLE.md)"
+    assert len(path.read_text().splitlines()) <= 350, "split it: one concept per module (README, layout)"
+
+
+REGISTRY = "course_lib.tools.recipes"  # the one tools/ module the others may import (it lists the trainers)
+
+
+def tools_problems(package: Path) -> list[str]:
+    """Every tools/ module that imports another tools/ module other than the registry."""
+    found = []
+    for path in sorted((package / "tools").glob("*.py")):
+        name = module_name(path, package)
+        if name == REGISTRY:
+            continue
+        for target in sorted(imports(path, package)):
+            if layer(target) == "tools" and target not in (REGISTRY, f"{package.name}.tools"):
+                found.append(f"{name} imports {target}: tools are wiring; move what two of them need a layer down")
+    return found
+
+
+def test_tools_import_no_other_tool_but_the_registry():
+    assert tools_problems(PACKAGE) == []
+
+
+def test_a_tool_importing_a_tool_is_caught(tmp_path):
+    copy = tmp_path / "course_lib"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    sample = copy / "tools" / "sample.py"
+    sample.write_text(sample.read_text() + "\nfrom course_lib.tools.train_gpt import bits_per_token\n")
+    assert tools_problems(copy) == ["course_lib.tools.sample imports course_lib.tools.train_gpt: tools are wiring; "
+                                    "move what two of them need a layer down"]
+
+
+@pytest.mark.parametrize("folder", ["solutions", "notebooks"])
+def test_no_notebook_imports_the_tools(folder):
+    import nbformat
+    for path in sorted((PACKAGE.parent / folder).glob("*.ipynb")):
+        code = "\n".join(c.source for c in nbformat.read(str(path), as_version=4).cells if c.cell_type == "code")
+        assert "course_lib.tools" not in code, f"{path.name} imports course_lib.tools; notebooks use the library"
