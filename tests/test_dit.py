@@ -2,12 +2,16 @@
 import pytest
 import torch
 
-from course_lib.engine.checkpoints import load_model, save_checkpoint
-from course_lib.generators.dit import (DiT, DiTConfig, build_dit, config_from_dict, dit_presets,
+from course_lib.engine.checkpoints import config_from_dict, load_model, save_checkpoint
+from course_lib.generators.dit import (DiT, DiTConfig, build_dit, dit_presets,
                                        sincos_positions_2d, timestep_features)
 from course_lib.generators.flow import NO_CLASS, cfg_velocity, flow_loss, guided_velocity, sample
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _from_dict(data):
+    return config_from_dict(DiTConfig, data, "DiT")
 
 
 def _dit(seed=0, **overrides) -> DiT:
@@ -172,7 +176,7 @@ def test_sample_returns_the_trajectory_from_noise_to_latents():
     (lambda m: m.sample(2, cfg=2.0), "pass classes"),
     (lambda m: _dit(patch=4), "dividing the grid"),
     (lambda m: _dit(positions="rotary"), "unknown DiT positions"),
-    (lambda m: config_from_dict({**vars(m.config), "sigma": 1}), "unknown DiT config fields"),
+    (lambda m: _from_dict({**vars(m.config), "sigma": 1}), "unknown DiT config fields"),
 ])
 def test_bad_inputs_raise(call, message):
     with pytest.raises(ValueError, match=message):
@@ -181,4 +185,4 @@ def test_bad_inputs_raise(call, message):
 
 def test_config_dict_round_trip():
     config = DiTConfig(grid=(8, 4), num_classes=10)
-    assert config_from_dict(vars(config)) == config
+    assert _from_dict(vars(config)) == config

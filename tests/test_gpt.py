@@ -5,11 +5,15 @@ import time
 import pytest
 import torch
 
-from course_lib.engine.checkpoints import load_model, save_checkpoint
-from course_lib.generators.gpt import GPT, GPTConfig, build_gpt, config_from_dict, gpt_presets
+from course_lib.engine.checkpoints import config_from_dict, load_model, save_checkpoint
+from course_lib.generators.gpt import GPT, GPTConfig, build_gpt, gpt_presets
 from course_lib.generators.sampling import cfg_logits, filter_logits, next_token_loss, sample_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _from_dict(data):
+    return config_from_dict(GPTConfig, data, "GPT")
 
 
 def _gpt(seed=0, **overrides) -> GPT:
@@ -196,7 +200,7 @@ def test_presets_build_and_grow():
     (lambda m: m.sample(0), "positive int"),
     (lambda m: _gpt(num_classes=0).sample(2, classes=1), "unconditional"),
     (lambda m: build_gpt("gpt-huge"), "unknown GPT preset"),
-    (lambda m: config_from_dict({"codebook_size": 16, "layers": 3}), "unknown GPT config fields"),
+    (lambda m: _from_dict({"codebook_size": 16, "layers": 3}), "unknown GPT config fields"),
     (lambda m: GPTConfig(positions="none"), "learned' or 'rotary"),
     (lambda m: GPTConfig(grid=(8,)), "grid"),
 ])

@@ -5,13 +5,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib.engine.checkpoints import load_model, save_checkpoint
+from course_lib.engine.checkpoints import config_from_dict, load_model, save_checkpoint
 from course_lib.generators.mask_schedule import mask_counts, masked_after, training_mask
-from course_lib.generators.maskgit import MaskGIT, MaskGITConfig, build_maskgit, config_from_dict, maskgit_presets
+from course_lib.generators.maskgit import MaskGIT, MaskGITConfig, build_maskgit, maskgit_presets
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 GREEDY = dict(temperature=0, choice_temperature=0)  # no randomness: argmax draws, pure confidence
+
+
+def _from_dict(data):
+    return config_from_dict(MaskGITConfig, data, "MaskGIT")
 
 
 def _maskgit(seed=0, **overrides) -> MaskGIT:
@@ -206,7 +210,7 @@ def test_presets_build_and_grow():
     (lambda m: m.decode_step(_grids(), step=8, steps=8), r"step must be an int in \[0, 8\)"),
     (lambda m: _maskgit(num_classes=0).sample(2, classes=1), "unconditional"),
     (lambda m: build_maskgit("maskgit-huge"), "unknown MaskGIT preset"),
-    (lambda m: config_from_dict({"codebook_size": 16, "layers": 3}), "unknown MaskGIT config fields"),
+    (lambda m: _from_dict({"codebook_size": 16, "layers": 3}), "unknown MaskGIT config fields"),
     (lambda m: MaskGITConfig(schedule="cubic"), "unknown mask schedule"),
     (lambda m: MaskGITConfig(positions="none"), "learned' or 'rotary"),
 ])

@@ -8,6 +8,18 @@ run that can be resumed, ``train_state`` (optimizer, step, data order, random st
 Writes are atomic: the file is written next to its destination and moved over it with ``os.replace``,
 so an interrupted write never leaves half a checkpoint behind. Notebooks load shipped checkpoints
 through ``course_lib.notebook.live.shipped_or_live``.
+
+The contract a model class keeps to be saved and loaded (every course_lib model keeps it):
+
+1. it lives in ``course_lib`` and is built as ``Class(config)`` from one config dataclass, stored as
+   ``model.config`` and named by the type annotation of ``__init__``'s ``config`` argument;
+2. the config is plain data (ints, floats, strings, bools, tuples, None). Then the generic path
+   rebuilds it (:func:`config_from_dict`: unknown fields raise, missing ones take their defaults). A
+   config that nests other dataclasses (the tokenizer's) gives its module ``config_to_dict`` and
+   ``config_from_dict`` functions, which :func:`describe_model` and :func:`build_model` use instead;
+3. everything the model needs at inference is in its ``state_dict`` (buffers included, such as the
+   DiT's latent normalizer), so weights load with ``strict=True``;
+4. a class that moves between modules is listed in ``MOVED_CLASSES`` so older files still load.
 """
 from __future__ import annotations
 
@@ -17,6 +29,7 @@ import importlib.metadata
 import io
 import pickle
 import subprocess
+import typing
 import zipfile
 from pathlib import Path
 
@@ -84,16 +97,29 @@ def build_model(spec: dict) -> nn.Module:
         raise CheckpointError(f"model class {spec['class']!r} is not in this version of course_lib: {error}") from None
     from_dict = getattr(module, "config_from_dict", None)
     try:
-        config = from_dict(spec["config"]) if from_dict else _config_class(cls)(**spec["config"])
+        config = from_dict(spec["config"]) if from_dict else config_from_dict(_config_class(cls), spec["config"])
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"the checkpoint's {class_name} config does not fit this course_lib: {error}") from None
     return cls(config)
 
 
+def config_from_dict(cls: type, data: dict, family: str | None = None):
+    """``cls(**data)`` for a config dataclass; unknown fields raise with the known ones."""
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {family or cls.__name__} config fields {unknown}; known: {known}")
+    return cls(**data)
+
+
 def _config_class(cls: type) -> type:
-    annotation = cls.__init__.__annotations__.get("config")
-    if not isinstance(annotation, type):
-        raise CheckpointError(f"{cls.__name__} has no config_from_dict in its module and no typed config argument")
+    try:
+        annotation = typing.get_type_hints(cls.__init__).get("config")
+    except (NameError, TypeError):
+        annotation = None
+    if not (isinstance(annotation, type) and dataclasses.is_dataclass(annotation)):
+        raise CheckpointError(f"{cls.__name__} has no config_from_dict in its module and no config dataclass "
+                              f"annotating __init__'s config argument")
     return annotation
 
 

@@ -1,11 +1,12 @@
 """What the generators' configs share: the grid and class checks, the token-grid config of the GPT and
-MaskGIT, and configs from a checkpoint's dict or from a preset name.
+MaskGIT, and configs from a preset name (a checkpoint's dict goes through the generic
+``course_lib.engine.checkpoints.config_from_dict``).
 
     build_gpt("gpt-small", grid=(4, 4)) == GPT(from_preset(gpt_presets, "gpt-small", {"grid": (4, 4)}, "GPT"))
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 from course_lib.generators.conditioning import check_class_dropout
 from course_lib.generators.transformer import TransformerConfig
@@ -54,15 +55,6 @@ class TokenGridConfig:
     def transformer_config(self) -> TransformerConfig:
         return TransformerConfig(width=self.width, depth=self.depth, heads=self.heads, max_len=self.num_tokens + 1,
                                  mask=self.MASK, positions=self.positions, dropout=self.dropout)
-
-
-def config_from_dict(cls: type, data: dict, family: str):
-    """``cls(**data)`` for a config dataclass; unknown fields raise with the known ones."""
-    known = [f.name for f in fields(cls)]
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ValueError(f"unknown {family} config fields {unknown}; known: {known}")
-    return cls(**data)
 
 
 def from_preset(presets: dict, preset_or_config, overrides: dict, family: str):

@@ -80,11 +80,6 @@ dit_presets: dict[str, DiTConfig] = {
 }
 
 
-def config_from_dict(data: dict) -> DiTConfig:
-    """A checkpoint's config dict -> the config; unknown fields raise with the known ones."""
-    return configs.config_from_dict(DiTConfig, data, "DiT")
-
-
 def build_dit(preset_or_config: str | DiTConfig, **overrides) -> "DiT":
     """A DiT from a preset name (``dit_presets``) or a config, with fields replaced by ``overrides``."""
     return DiT(configs.from_preset(dit_presets, preset_or_config, overrides, "DiT"))

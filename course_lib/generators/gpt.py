@@ -45,11 +45,6 @@ gpt_presets: dict[str, GPTConfig] = {
 }
 
 
-def config_from_dict(data: dict) -> GPTConfig:
-    """A checkpoint's config dict -> the config; unknown fields raise with the known ones."""
-    return configs.config_from_dict(GPTConfig, data, "GPT")
-
-
 def build_gpt(preset_or_config: str | GPTConfig, **overrides) -> "GPT":
     """A GPT from a preset name (``gpt_presets``) or a config, with fields replaced by ``overrides``."""
     return GPT(configs.from_preset(gpt_presets, preset_or_config, overrides, "GPT"))

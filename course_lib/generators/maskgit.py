@@ -58,11 +58,6 @@ maskgit_presets: dict[str, MaskGITConfig] = {
 }
 
 
-def config_from_dict(data: dict) -> MaskGITConfig:
-    """A checkpoint's config dict -> the config; unknown fields raise with the known ones."""
-    return configs.config_from_dict(MaskGITConfig, data, "MaskGIT")
-
-
 def build_maskgit(preset_or_config: str | MaskGITConfig, **overrides) -> "MaskGIT":
     """A MaskGIT from a preset name (``maskgit_presets``) or a config, with fields replaced by ``overrides``."""
     return MaskGIT(configs.from_preset(maskgit_presets, preset_or_config, overrides, "MaskGIT"))
