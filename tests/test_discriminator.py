@@ -1,10 +1,13 @@
 """PatchGAN shapes and receptive field, hinge losses by hand, the adaptive weight against autograd by hand."""
+from dataclasses import asdict
+
 import pytest
 import torch
 from torch import nn
 
-from course_lib.tokenizers.discriminator import (DiscriminatorConfig, PatchDiscriminator, adaptive_weight, config_from_dict,
-                                      config_to_dict, discriminator_presets, gan_warmup_weight, hinge_d_loss,
+from course_lib.engine.checkpoints import config_from_dict
+from course_lib.tokenizers.discriminator import (DiscriminatorConfig, PatchDiscriminator, adaptive_weight,
+                                      discriminator_presets, gan_warmup_weight, hinge_d_loss,
                                       hinge_g_loss)
 
 
@@ -39,9 +42,9 @@ def test_patchgan_refuses_bad_images():
 
 def test_config_round_trip():
     config = discriminator_presets["patchgan-70"]
-    assert config_from_dict(config_to_dict(config)) == config
+    assert config_from_dict(DiscriminatorConfig, asdict(config)) == config
     with pytest.raises(ValueError, match="unknown discriminator config fields"):
-        config_from_dict({"layers": 3})
+        config_from_dict(DiscriminatorConfig, {"layers": 3}, "discriminator")
 
 
 # ----- hinge losses -----

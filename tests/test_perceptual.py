@@ -10,9 +10,10 @@ import torchvision
 
 from course_lib.engine.checkpoints import load_model, read_metadata
 from course_lib.datasets.photos import make_photo_crops
+from course_lib.engine.checkpoints import config_from_dict
 from course_lib.evaluation.distortions import equal_mse_distortions, reaches_target
 from course_lib.tokenizers.lpips_real import (LPIPSWeightsMissing, RealLPIPS, backbone_weights_path, has_lpips_weights)
-from course_lib.tokenizers.perceptual import (FEATURE_NET_CHECKPOINT, FeatureDistance, FeatureNet, config_from_dict,
+from course_lib.tokenizers.perceptual import (FEATURE_NET_CHECKPOINT, FeatureDistance, FeatureNet, FeatureNetConfig,
                                    feature_net_presets, feature_net_train_config, free_label_loss,
                                    perceptual_distance, rotate_batch, train_feature_net,
                                    unit_normalize)
@@ -156,7 +157,7 @@ def test_training_is_seeded_resumable_and_checkpoint_round_trips(tmp_path, one_t
     assert rerun.steps == 0 and all(torch.equal(a, b) for a, b in zip(net.state_dict().values(),
                                                                        resumed.state_dict().values()))
     with pytest.raises(ValueError, match="unknown feature network config fields"):
-        config_from_dict({"widths": (8,), "depth": 3})
+        config_from_dict(FeatureNetConfig, {"widths": (8,), "depth": 3}, "feature network")
 
 
 def test_free_label_loss_learns_both_heads_from_the_labels(one_thread):

@@ -105,6 +105,8 @@ def build_model(spec: dict) -> nn.Module:
 
 def config_from_dict(cls: type, data: dict, family: str | None = None):
     """``cls(**data)`` for a config dataclass; unknown fields raise with the known ones."""
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a dict for the {family or cls.__name__} config, got {type(data).__name__}")
     known = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(known))
     if unknown:

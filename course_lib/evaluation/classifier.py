@@ -14,11 +14,13 @@ Shapes: B batch, C channels, H W height width, D feature dim.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from course_lib.generators.configs import from_preset
 
 
 @dataclass
@@ -43,24 +45,11 @@ classifier_presets: dict[str, ClassifierConfig] = {
 }
 
 
-def config_to_dict(config: ClassifierConfig) -> dict:
-    return asdict(config)
-
-
-def config_from_dict(data: dict) -> ClassifierConfig:
-    known = [f.name for f in fields(ClassifierConfig)]
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ValueError(f"unknown classifier config fields {unknown}; known: {known}")
-    return ClassifierConfig(**data)
 
 
 def build_classifier(preset_or_config: str | ClassifierConfig, **overrides) -> "Classifier":
-    if isinstance(preset_or_config, str):
-        if preset_or_config not in classifier_presets:
-            raise ValueError(f"unknown classifier preset {preset_or_config!r}; choose one of {list(classifier_presets)}")
-        preset_or_config = classifier_presets[preset_or_config]
-    return Classifier(replace(preset_or_config, **overrides))
+    """A classifier from a preset name (``classifier_presets``) or a config, with fields replaced by ``overrides``."""
+    return Classifier(from_preset(classifier_presets, preset_or_config, overrides, "classifier"))
 
 
 def _block(c_in: int, c_out: int, stride: int) -> nn.Sequential:

@@ -57,6 +57,19 @@ class TokenGridConfig:
                                  mask=self.MASK, positions=self.positions, dropout=self.dropout)
 
 
+# the transformer sizes every generator family comes in, so families compare at equal sizes
+SIZES: dict[str, dict] = {
+    "tiny": {"width": 64, "depth": 2, "heads": 2},  # tests, live demos
+    "small": {"width": 128, "depth": 4, "heads": 4},  # the shipped models
+    "base": {"width": 256, "depth": 4, "heads": 8},  # too big to ship
+}
+
+
+def sized_presets(config_class: type, prefix: str) -> dict:
+    """``{"PREFIX-tiny": config_class(width=64, ...), ...}``: a family's presets, one per size of ``SIZES``."""
+    return {f"{prefix}-{size}": config_class(**fields) for size, fields in SIZES.items()}
+
+
 def from_preset(presets: dict, preset_or_config, overrides: dict, family: str):
     """The config of a preset name (a key of ``presets``) or a config, with fields replaced by ``overrides``."""
     if isinstance(preset_or_config, str):

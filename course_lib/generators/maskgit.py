@@ -51,11 +51,7 @@ class MaskGITConfig(TokenGridConfig):
 
 # the same sizes as gpt_presets, so the two families compare at equal parameters;
 # grid, codebook and classes come from the tokenizer and dataset: build_maskgit("maskgit-small", grid=...)
-maskgit_presets: dict[str, MaskGITConfig] = {
-    "maskgit-tiny": MaskGITConfig(width=64, depth=2, heads=2),  # tests, live demos
-    "maskgit-small": MaskGITConfig(width=128, depth=4, heads=4),
-    "maskgit-base": MaskGITConfig(width=256, depth=4, heads=8),
-}
+maskgit_presets: dict[str, MaskGITConfig] = configs.sized_presets(MaskGITConfig, "maskgit")
 
 
 def build_maskgit(preset_or_config: str | MaskGITConfig, **overrides) -> "MaskGIT":

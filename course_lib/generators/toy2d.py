@@ -12,7 +12,7 @@ Shapes: B points, 2 coordinates; t (B,) in [0, 1]; classes (B,) with ``NO_CLASS`
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -89,12 +89,6 @@ class ToyConfig:
             raise ValueError(f"expected positive hidden, depth, frequencies and num_classes >= 0, got {self}")
 
 
-def config_to_dict(config: ToyConfig) -> dict:
-    return asdict(config)
-
-
-def config_from_dict(data: dict) -> ToyConfig:
-    return ToyConfig(**data)
 
 
 class ToyVelocity(nn.Module):

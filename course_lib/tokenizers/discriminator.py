@@ -13,7 +13,7 @@ Images are float (B, C, H, W) in [0, 1], the course's range; the discriminator m
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -63,19 +63,6 @@ discriminator_presets: dict[str, DiscriminatorConfig] = {
 }
 
 
-def config_to_dict(config: DiscriminatorConfig) -> dict:
-    return asdict(config)
-
-
-def config_from_dict(data: dict) -> DiscriminatorConfig:
-    """Inverse of ``config_to_dict``; missing fields take their defaults, unknown ones raise."""
-    if not isinstance(data, dict):
-        raise ValueError(f"expected a dict for the discriminator config, got {type(data).__name__}")
-    known = [f.name for f in fields(DiscriminatorConfig)]
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ValueError(f"unknown discriminator config fields {unknown}; known: {known}")
-    return DiscriminatorConfig(**data)
 
 
 class PatchDiscriminator(nn.Module):

@@ -23,7 +23,7 @@ untrained copy of the network barely tells them apart.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -69,19 +69,6 @@ feature_net_presets: dict[str, FeatureNetConfig] = {
 }
 
 
-def config_to_dict(config: FeatureNetConfig) -> dict:
-    return asdict(config)
-
-
-def config_from_dict(data: dict) -> FeatureNetConfig:
-    """Inverse of ``config_to_dict``; missing fields take their defaults, unknown ones raise."""
-    if not isinstance(data, dict):
-        raise ValueError(f"expected a dict for the feature network config, got {type(data).__name__}")
-    known = [f.name for f in fields(FeatureNetConfig)]
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ValueError(f"unknown feature network config fields {unknown}; known: {known}")
-    return FeatureNetConfig(**data)
 
 
 class FeatureNet(nn.Module):

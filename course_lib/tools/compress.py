@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import struct
-import sys
 import zlib
 from pathlib import Path
 
