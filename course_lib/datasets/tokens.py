@@ -34,8 +34,23 @@ FORMAT = "course_lib.tokens/1"
 LATENT_FORMAT = "course_lib.latents/2"
 
 
+class _Classes:
+    """What a token set and a latent set share: one class per item, and the class names."""
+
+    classes: torch.Tensor
+    class_names: list[str]
+
+    def _check_classes(self, what: str) -> None:
+        if self.classes.shape != (len(self),):
+            raise ValueError(f"expected one class per {what}, ({len(self)},), got {tuple(self.classes.shape)}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
 @dataclass
-class TokenSet:
+class TokenSet(_Classes):
     """Token grids (N, h, w) int64 with the class of each grid (N,) and the class names."""
 
     name: str
@@ -47,8 +62,7 @@ class TokenSet:
     def __post_init__(self) -> None:
         if self.tokens.ndim != 3 or self.tokens.dtype != torch.long:
             raise ValueError(f"expected token grids (N, h, w) of int64, got {tuple(self.tokens.shape)} {self.tokens.dtype}")
-        if self.classes.shape != (len(self.tokens),):
-            raise ValueError(f"expected one class per grid, ({len(self.tokens)},), got {tuple(self.classes.shape)}")
+        self._check_classes("grid")
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -57,13 +71,9 @@ class TokenSet:
     def grid(self) -> tuple[int, int]:
         return tuple(self.tokens.shape[1:])
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
 
 @dataclass
-class LatentSet:
+class LatentSet(_Classes):
     """Continuous latents (N, C, h, w) float32 with the class of each (N,) and the class names."""
 
     name: str
@@ -75,15 +85,10 @@ class LatentSet:
     def __post_init__(self) -> None:
         if self.latents.ndim != 4 or not self.latents.is_floating_point():
             raise ValueError(f"expected latents (N, C, h, w) of floats, got {tuple(self.latents.shape)} {self.latents.dtype}")
-        if self.classes.shape != (len(self.latents),):
-            raise ValueError(f"expected one class per latent, ({len(self.latents)},), got {tuple(self.classes.shape)}")
+        self._check_classes("latent")
 
     def __len__(self) -> int:
         return len(self.latents)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
 
 
 def class_label(images, keys: str | tuple[str, ...] | None) -> tuple[torch.Tensor, list[str]]:

@@ -78,3 +78,18 @@ def train_generator(kind: str, build: Callable[[TrainingSets], nn.Module],
                        eval_fn=lambda m: measure(m, first))
     model, result, metrics = run_trainer(kind, setup, config, out, resume, progress, device)
     return model.cpu(), result, metrics
+
+
+def token_grid_trainer(kind: str, build_model: Callable[..., nn.Module],
+                       measure: Callable[[nn.Module, TokenSet], dict]) -> Callable:
+    """The trainer of a generator on token grids: ``build_model(preset, codebook_size=, grid=, num_classes=,
+    **overrides)`` sized by the tokenizer and the dataset, then :func:`train_generator`."""
+    def trainer(preset: str, tokenizer: str | Path, data: str, config: TrainConfig, out: str | Path | None = None,
+                label=None, overrides: dict | None = None, **options) -> tuple[nn.Module, TrainResult, dict]:
+        def build(sets: TrainingSets) -> nn.Module:
+            return build_model(preset, codebook_size=sets.tokenizer.codebook_size, grid=sets.train.grid,
+                               num_classes=sets.train.num_classes, **(overrides or {}))
+        return train_generator(kind, build, measure, preset, tokenizer, data, config, out, label, overrides, **options)
+    trainer.__doc__ = (f"Train {kind} ``preset`` on ``tokenizer``'s grids of ``data`` (class-conditional on ``label`` "
+                       f"if given); ``options`` as :func:`train_generator`'s (n_train, n_test, resume, progress, device).")
+    return trainer

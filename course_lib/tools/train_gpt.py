@@ -11,15 +11,12 @@ yardstick classifier adds the scores of samples (``Yardstick.measure``).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from course_lib.datasets.tokens import TokenSet
-from course_lib.engine.training import TrainConfig, TrainResult
 from course_lib.generators.codec import nll_bits
 from course_lib.generators.gpt import GPT, build_gpt
-from course_lib.generators.runs import TrainingSets, train_generator
+from course_lib.generators.runs import token_grid_trainer
 
 
 def bits_per_token(model: GPT, tokens: TokenSet, batch_size: int = 256) -> float:
@@ -35,11 +32,4 @@ def _measure(model: GPT, tokens: TokenSet) -> dict:
     return {"bits_per_token": per_token, "bits_per_image": per_token * model.config.num_tokens}
 
 
-def train_gpt(preset: str, tokenizer: str | Path, data: str, config: TrainConfig, out: str | Path | None = None,
-              label=None, overrides: dict | None = None, **options) -> tuple[GPT, TrainResult, dict]:
-    """Train GPT ``preset`` on ``tokenizer``'s grids of ``data`` (class-conditional on ``label`` if given);
-    ``options`` as :func:`train_generator`'s (n_train, n_test, resume, progress, device)."""
-    def build(sets: TrainingSets) -> GPT:
-        return build_gpt(preset, codebook_size=sets.tokenizer.codebook_size, grid=sets.train.grid,
-                         num_classes=sets.train.num_classes, **(overrides or {}))
-    return train_generator("gpt", build, _measure, preset, tokenizer, data, config, out, label, overrides, **options)
+train_gpt = token_grid_trainer("gpt", build_gpt, _measure)

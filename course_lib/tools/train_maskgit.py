@@ -13,14 +13,12 @@ token: a masked model has no exact likelihood).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 
 from course_lib.datasets.tokens import TokenSet
-from course_lib.engine.training import TrainConfig, TrainResult
 from course_lib.generators.maskgit import MaskGIT, build_maskgit
-from course_lib.generators.runs import TrainingSets, train_generator
+from course_lib.generators.runs import token_grid_trainer
 
 
 @torch.no_grad()
@@ -39,12 +37,5 @@ def masked_bits(model: MaskGIT, tokens: TokenSet, batch_size: int = 256, seed: i
     return total / count / math.log(2)
 
 
-def train_maskgit(preset: str, tokenizer: str | Path, data: str, config: TrainConfig, out: str | Path | None = None,
-                  label=None, overrides: dict | None = None, **options) -> tuple[MaskGIT, TrainResult, dict]:
-    """Train MaskGIT ``preset`` on ``tokenizer``'s grids of ``data`` (class-conditional on ``label`` if given);
-    ``options`` as :func:`train_generator`'s (n_train, n_test, resume, progress, device)."""
-    def build(sets: TrainingSets) -> MaskGIT:
-        return build_maskgit(preset, codebook_size=sets.tokenizer.codebook_size, grid=sets.train.grid,
-                             num_classes=sets.train.num_classes, **(overrides or {}))
-    return train_generator("maskgit", build, lambda m, t: {"bits_per_masked_token": masked_bits(m, t)}, preset,
-                           tokenizer, data, config, out, label, overrides, **options)
+train_maskgit = token_grid_trainer("maskgit", build_maskgit,
+                                   lambda model, tokens: {"bits_per_masked_token": masked_bits(model, tokens)})
