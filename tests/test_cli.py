@@ -126,7 +126,7 @@ def test_unknown_preset_lists_the_known_ones(tmp_path, capsys):
 
 
 def test_make_checkpoints_rejects_unknown_names(capsys):
-    assert make_checkpoints.main(["--only", "vq-f4-shapes,vq-f99"]) == 1
+    assert make_checkpoints.main(["--only", "vq-f4-shapes,vq-f99"]) == 2
     assert "vq-f99" in capsys.readouterr().err
     assert make_checkpoints.main(["--list"]) == 0
     assert "vq-f4-photos" in capsys.readouterr().out

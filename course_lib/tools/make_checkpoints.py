@@ -25,7 +25,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see course_lib/tools/trai
 
 import torch  # noqa: E402
 
-from course_lib.engine.checkpoints import CheckpointError, export_weights, read_metadata, update_metadata
+from course_lib.engine.checkpoints import CheckpointError, export_weights, read_metadata, update_metadata  # noqa: E402
+from course_lib.engine.commands import USAGE, one_line  # noqa: E402
 from course_lib.engine.training import TrainingDiverged
 from course_lib.paths import CHECKPOINT_DIR, RUN_DIR
 from course_lib.tools.recipes import BUILDERS, RECIPES, build_order, depth
@@ -91,9 +92,9 @@ def main(argv=None) -> int:
     asked = set(names)  # --force retrains these; what they need is made only when missing
     try:
         names = build_order(names)  # what each needs comes first
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except ValueError as error:  # an unknown recipe: bad input
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return USAGE
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
     if args.list:
