@@ -2,8 +2,11 @@
 
 - ``transformer``: pre-norm blocks, causal or full attention, learned or rotary positions,
   optional adaLN-Zero conditioning, a KV cache (shared by the GPT, MaskGIT and the DiT);
-- ``configs``: what the generators' configs share (grid and class checks, the GPT's and MaskGIT's
-  token-grid config, configs from checkpoint dicts and presets);
+- ``configs``: what the generators' configs share (grid checks, the GPT's and MaskGIT's token-grid
+  config, one table of preset sizes, configs from presets);
+- ``conditioning``: class ids to embedding rows, the "no class" row, class dropout (every generator);
+- ``drawing``: sampling as a library call, each generator registering its settings;
+- ``runs``: a generator's training data (a tokenizer's grids or latents) and its run on the one skeleton;
 - ``sampling``: the shifted next-token loss, one sampling step, the classifier-free-guidance logits;
 - ``gpt``: raster-order next-token prediction over a token grid, class-conditional, with sampling;
 - ``codec``: tokens + GPT as a lossless compressor (range coding with the GPT's probabilities);
