@@ -130,6 +130,8 @@ def test_shipped_classifier_metadata_is_what_its_recipe_writes(name):
         assert (type(metadata[key]), metadata[key]) == (type(value), value), key
     assert list(metadata["class_names"]) == list(load_model(CHECKPOINT_DIR / f"{name}.pt").config.class_names)
     assert metadata["train_config"] == dataclasses.asdict(recipe.train)
+    git = metadata["code_version"]["git"]
+    assert git and not git.endswith("+dirty"), f"{name} names no commit that makes it: {git!r}"
 
 
 def _reproduce_tokenizer(model, metadata):
