@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from course_lib.tokenizers.fsq import (FSQ, FSQConfig, bound, check_levels, codes_to_indices, indices_to_codes, quantize,
-                                       round_ste)
+from course_lib.tokenizers.fsq import (FSQ, FSQConfig, bound, check_levels, codes_to_indices, indices_to_codes,
+                                       quantize, round_ste)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
