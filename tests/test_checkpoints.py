@@ -1,4 +1,5 @@
 """Checkpoint files: round trips, clear errors on bad files, and every shipped checkpoint."""
+import dataclasses
 import pickle
 import time
 
@@ -113,6 +114,24 @@ def test_shipped_checkpoint_reproduces_its_test_metrics(name):
     if "needs" in metadata:
         assert list(metadata["needs"]) == list(recipe.needs)
     REPRODUCE[recipe.kind](load_model(path), metadata)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, r in RECIPES.items() if r.kind == "classifier"))
+def test_shipped_classifier_metadata_is_what_its_recipe_writes(name):
+    from course_lib.datasets import DEFAULT_SIZE, load_dataset
+    from course_lib.datasets.tokens import class_label
+    recipe, metadata = RECIPES[name], read_metadata(CHECKPOINT_DIR / f"{name}.pt")
+    _, names = class_label(load_dataset(recipe.data, "test", n=8), recipe.label)  # names come from the label alone
+    expected = {"kind": "classifier", "preset": recipe.preset, "data": recipe.data, "label": recipe.label,
+                "class_names": names, "train_images": recipe.n_train or DEFAULT_SIZE["train"],
+                "seed": recipe.train.seed, "recipe": name, "needs": list(recipe.needs), "steps": recipe.train.steps}
+    for key, value in expected.items():
+        assert key in metadata, f"{name} metadata lacks {key!r}"
+        assert (type(metadata[key]), metadata[key]) == (type(value), value), key
+    assert list(metadata["class_names"]) == list(load_model(CHECKPOINT_DIR / f"{name}.pt").config.class_names)
+    assert metadata["train_config"] == dataclasses.asdict(recipe.train)
+    git = metadata["code_version"]["git"]
+    assert git and not git.endswith("+dirty"), f"{name} names no commit that makes it: {git!r}"
 
 
 def _reproduce_tokenizer(model, metadata):

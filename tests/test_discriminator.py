@@ -30,6 +30,18 @@ def test_patch_size_is_the_receptive_field_of_one_logit(n_layers, one_thread):
     assert cols.max() - cols.min() + 1 == config.patch_size
 
 
+def test_init_is_taming_weights_init_with_zero_conv_biases(one_thread):
+    torch.manual_seed(0)
+    d = PatchDiscriminator(DiscriminatorConfig(width=64, n_layers=2))
+    convs = [m for m in d.modules() if isinstance(m, nn.Conv2d)]
+    norms = [m for m in d.modules() if isinstance(m, nn.BatchNorm2d)]
+    weights = torch.cat([m.weight.flatten() for m in convs])
+    assert abs(weights.std().item() - 0.02) < 0.001 and abs(weights.mean().item()) < 0.001
+    assert all(torch.equal(m.bias, torch.zeros_like(m.bias)) for m in convs if m.bias is not None)  # taming: uniform
+    assert [m.bias is not None for m in convs] == [True, False, False, True]  # norm layers carry no conv bias
+    assert all(abs(m.weight.mean().item() - 1) < 0.01 and not m.bias.any() for m in norms)
+
+
 def test_patchgan_refuses_bad_images():
     d = PatchDiscriminator(discriminator_presets["patchgan-34"])
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):

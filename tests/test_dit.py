@@ -90,6 +90,21 @@ def test_embeddings():
         sincos_positions_2d(18, 2, 3)
 
 
+def _dit_reference_positions(width, grid):
+    # facebookresearch/DiT models.py get_2d_sincos_pos_embed: np.meshgrid(grid_w, grid_h), w first
+    def one_axis(dim, pos):
+        angles = torch.outer(pos.flatten().double(), 1.0 / 10000 ** (torch.arange(dim // 2).double() / (dim / 2)))
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+    w_first = torch.stack(torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="xy"))  # (2, grid, grid)
+    return torch.cat([one_axis(width // 2, w_first[0]), one_axis(width // 2, w_first[1])], dim=1).float()
+
+
+def test_positions_are_dits_table_with_its_halves_swapped():
+    ours, dits = sincos_positions_2d(32, 4, 4), _dit_reference_positions(32, 4)
+    assert torch.allclose(ours, torch.cat([dits[:, 16:], dits[:, :16]], dim=1), atol=1e-6)
+    assert not torch.allclose(ours, dits, atol=1e-3)  # as the docstring says: not DiT's table itself
+
+
 def test_guidance_acts_on_every_latent_channel():
     # DiT's reference code guided only the first 3 of 4 channels (facebookresearch/DiT, models.py forward_with_cfg)
     model, latents = _perturb(_dit()), _latents()

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from course_lib.tokenizers.fsq import FSQ, FSQConfig, bound, codes_to_indices, indices_to_codes, quantize, round_ste
+from course_lib.tokenizers.fsq import (FSQ, FSQConfig, bound, check_levels, codes_to_indices, indices_to_codes,
+                                       quantize, round_ste)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -113,3 +114,33 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match=r"expected z of shape \(B, 4, H, W\), got \(2, 3, 2, 2\)"):
         FSQ(4)(torch.zeros(2, 3, 2, 2))
     assert FSQConfig([8, 5, 5, 5]) == FSQConfig((8, 5, 5, 5))  # lists from json become tuples
+
+
+EXTREMES = torch.tensor([-float("inf"), -1e4, -50.0, 0.0, 50.0, 1e4, float("inf")])
+
+
+@pytest.mark.parametrize("num_levels, eps", [(999, 1e-3), (1000, 1e-3), (1001, 1e-4), (4096, 1e-4),
+                                             (4096, 2.43e-4), (2, 1e-6), (3, 1e-6)])
+def test_many_levels_stay_on_the_grid(num_levels, eps):
+    check_levels([num_levels], eps)  # allowed
+    z = torch.cat([EXTREMES, torch.atanh(torch.linspace(-1, 1, 20 * num_levels + 1))]).unsqueeze(-1)  # (N, 1)
+    indices = codes_to_indices(quantize(z, [num_levels], eps), [num_levels])
+    assert indices.min() == 0 and indices.max() == num_levels - 1  # the extremes reach the outer levels, no further
+    assert len(torch.unique(indices)) == num_levels
+    assert torch.equal(codes_to_indices(indices_to_codes(indices, [num_levels]), [num_levels]), indices)
+
+
+def test_levels_the_margin_pushes_past_the_grid_are_refused():
+    # the pitfall: at eps = 1e-3 a level of 1001 stretched tanh's range half a level past the outer
+    # levels, and quantize(+-50) gave indices [1001, -1]
+    for make in (lambda: FSQConfig((1001, 5)), lambda: quantize(torch.tensor([[50.0], [-50.0]]), [1001]),
+                 lambda: FSQConfig((4096,), eps=2.44e-4)):
+        with pytest.raises(ValueError, match=r"too many for eps = .*at most \d+ at this eps, or an eps below"):
+            make()
+    with pytest.raises(ValueError, match="at most 1000 at this eps, or an eps below 0.0009995 for L = 1001"):
+        FSQConfig((8, 1001))
+    with pytest.raises(ValueError, match="past what float32 can bound at any eps"):
+        check_levels([2**21], 1e-6)
+    with pytest.raises(ValueError, match="eps must be at least 1e-6"):
+        FSQConfig((8, 5), eps=0.0)
+    assert FSQConfig((1000, 8)).levels == (1000, 8) and FSQConfig((4096,), eps=1e-4).levels == (4096,)

@@ -56,6 +56,15 @@ def test_top_k_and_top_p_keep_exactly_the_right_support():
     assert torch.equal(filter_logits(logits, top_k=2)[0, [1, 3]], logits[0, [1, 3]])  # kept logits unchanged
 
 
+def test_top_p_one_keeps_every_token_of_a_peaked_distribution():
+    # a float32 cumsum of a peaked softmax reaches 1.0 before its tail: 423 of 1000 kept before the fix
+    logits = torch.randn(2, 1000, generator=torch.Generator().manual_seed(0)) * 3
+    logits[:, 0] = 20.0
+    assert torch.equal(filter_logits(logits, top_p=1.0), logits)
+    assert (filter_logits(logits, top_p=1.0).softmax(-1) > 0).all()
+    assert (filter_logits(logits, top_p=0.999).isinf().sum(-1) > 900).all()  # below 1 the filter still cuts
+
+
 def test_sample_step_draws_only_from_the_support_and_in_proportion():
     logits = torch.tensor([0.0, 3.0, 1.0, 2.5, -1.0]).expand(4000, 5)
     draws = sample_step(logits, top_k=3, generator=torch.Generator().manual_seed(0))

@@ -112,3 +112,23 @@ def test_config_errors_are_loud():
         VQGANLossConfig(discriminator="patchgan-3")
     with pytest.raises(ValueError, match="gan_start"):
         VQGANLossConfig(gan_start=-1)
+    with pytest.raises(ValueError, match="discriminator_seed must be a non-negative int or None"):
+        VQGANLossConfig(discriminator_seed=-1)
+
+
+def test_a_discriminator_seed_fixes_d_whatever_came_before(one_thread):
+    distance = FeatureDistance(FeatureNet(feature_net_presets["tiny"]))
+    build = lambda seed: VQGANLoss(distance, VQGANLossConfig(discriminator_seed=seed)).discriminator  # noqa: E731
+    torch.manual_seed(5)
+    first = build(0)
+    after_first = torch.rand(3)
+    torch.manual_seed(5)
+    torch.rand(100)  # a different global state: the seeded D does not see it
+    second = build(0)
+    assert _same(first, second) and not _same(first, build(1))
+    torch.manual_seed(5)
+    assert torch.equal(torch.rand(3), after_first)  # building the seeded D drew nothing from the global stream
+    torch.manual_seed(5)
+    unseeded = build(None)  # without a seed, D comes from the global stream as before
+    torch.manual_seed(5)
+    assert _same(unseeded, build(None)) and not _same(unseeded, first)

@@ -4,7 +4,8 @@ Paper: Scalable Diffusion Models with Transformers (DiT, Peebles & Xie, 2022),
 https://arxiv.org/abs/2212.09748, used as a velocity model as in SiT (https://arxiv.org/abs/2401.08740).
 
 1. patchify: latents (B, C, h, w) -> N = (h/p)(w/p) tokens of p*p*C values, a linear map to width D;
-2. positions: fixed 2D sin-cos (DiT) or learned, one per patch;
+2. positions: fixed 2D sin-cos (DiT's table, its row and column halves swapped) or learned, one per
+   patch;
 3. the condition: a timestep embedding plus a class embedding (with a "no class" row for CFG), the
    adaLN-Zero input of every block of the shared transformer (full mask);
 4. a final adaLN-modulated norm and a zero-initialized linear layer, so a fresh DiT outputs zero;
@@ -46,7 +47,7 @@ class DiTConfig:
     width: int = 128
     depth: int = 4
     heads: int = 4
-    positions: str = "sinusoidal"  # "sinusoidal" (fixed, DiT) or "learned"
+    positions: str = "sinusoidal"  # "sinusoidal" (fixed, DiT's halves swapped) or "learned"
     dropout: float = 0.0
 
     def __post_init__(self):
@@ -93,7 +94,13 @@ def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) ->
 
 
 def sincos_positions_2d(width: int, rows: int, cols: int) -> torch.Tensor:
-    """Fixed 2D positions (rows*cols, width): half the features encode the row, half the column (MAE, DiT)."""
+    """Fixed 2D positions (rows*cols, width): the first half of the features encodes the row, the second
+    the column, each as [sin, cos] at width/4 frequencies (MAE, DiT).
+
+    DiT's ``get_2d_sincos_pos_embed`` (from MAE) puts the column in the first half (its meshgrid takes w
+    first) and takes square grids only: this is its table with the two halves swapped, which a model
+    learns with equally; on a square grid it is DiT's table of the transposed grid.
+    """
     if width % 4:
         raise ValueError(f"2D sin-cos positions need a width divisible by 4, got {width}")
     quarter = width // 4

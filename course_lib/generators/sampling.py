@@ -37,8 +37,8 @@ def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float |
     """logits (B, K) with every token outside the top-k / top-p support set to -inf.
 
     top_k keeps the k largest logits (ties with the k-th are kept too); top_p keeps the smallest set
-    of most probable tokens whose total probability reaches p (at least one token). Both: the
-    intersection, top-k first.
+    of most probable tokens whose total probability reaches p (at least one token); top_p = 1 keeps
+    every token. Both: the intersection, top-k first.
     """
     if logits.ndim != 2:
         raise ValueError(f"expected logits of shape (B, K), got {tuple(logits.shape)}")
@@ -47,9 +47,9 @@ def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float |
             raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
         kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None:
-        if not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+    if top_p is not None and top_p < 1.0:  # at 1 keep all: a float32 cumsum can reach 1 early and drop a tail
         sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, K)
         probs = sorted_logits.softmax(dim=-1)
         before = probs.cumsum(dim=-1) - probs  # (B, K) mass of the more probable tokens

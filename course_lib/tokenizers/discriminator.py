@@ -98,7 +98,8 @@ def _norm(kind: str, channels: int) -> nn.Module:
 
 
 def _init_weights(module: nn.Module) -> None:
-    # taming's weights_init: N(0, 0.02) convolutions, N(1, 0.02) norm scales
+    # taming's weights_init: N(0, 0.02) conv weights, N(1, 0.02) norm scales, zero norm shifts; it
+    # leaves the conv biases (first and last layer) at PyTorch's uniform default, here they start at 0
     if isinstance(module, nn.Conv2d):
         nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:

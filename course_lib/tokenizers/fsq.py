@@ -5,9 +5,15 @@ https://arxiv.org/abs/2309.15505 -- bound each of the d channels, round it to on
 levels with a straight-through estimator; the codebook is the grid of all combinations, of size
 prod(L_i), so there is nothing to learn, nothing to collapse and no auxiliary loss.
 
-Follows the paper's reference code (appendix A.1), including the half-level offset that makes an
-even number of levels come out right. Codes are normalized to [-1, 1]; an index is the codes' digits
-read as a mixed-radix number whose first channel is the least significant digit.
+The bound is vector-quantize-pytorch's variant of the paper's reference code (appendix A.1): the
+same half-level offset that makes an even number of levels come out right, but tanh's range is
+widened by (1 + eps) with an exact atanh shift, where the paper narrows it by (1 - eps) with a tan
+shift (tan and atanh agree to third order, so both keep z = 0 near 0). Both move the ends of the
+range (L - 1) * eps / 2 of a level; from L = 1/eps + 1 on (1001 at eps = 1e-3) that is half a level,
+where the paper's narrowing loses the outer levels and this widening rounds the extremes one level
+past the grid. ``check_levels`` refuses such levels (with a small allowance for float32 rounding).
+Codes are normalized to [-1, 1]; an index is the codes' digits read as a mixed-radix number whose
+first channel is the least significant digit.
 Shapes: z (B, C, H, W) in the module, (..., d) with d = len(levels) in the functions.
 """
 from __future__ import annotations
@@ -31,10 +37,36 @@ class FSQConfig:
 
     def __post_init__(self):
         self.levels = tuple(self.levels)  # lists come back from json / checkpoints
-        if not self.levels or any(not isinstance(lv, int) or lv < 2 for lv in self.levels):
-            raise ValueError(f"levels must be a non-empty list of ints >= 2, got {self.levels}")
-        if math.prod(self.levels) >= 2**62:
-            raise ValueError(f"codebook size prod(levels) = {math.prod(self.levels)} does not fit an int64 index")
+        check_levels(self.levels, self.eps)
+
+
+def _max_levels(eps: float) -> int:
+    # the largest L with (L - 1) * eps / 2 + L * 2**-22 < 1 / 2, i.e. L < (1 + eps) / (eps + 2**-21)
+    return math.ceil((1 + eps) / (eps + 2**-21)) - 1
+
+
+def check_levels(levels, eps: float = 1e-3) -> None:
+    """Refuse levels that do not make a grid of prod(levels) codes that ``bound`` stays inside."""
+    levels = tuple(levels)
+    if not levels or any(not isinstance(lv, int) or lv < 2 for lv in levels):
+        raise ValueError(f"levels must be a non-empty list of ints >= 2, got {levels}")
+    if math.prod(levels) >= 2**62:
+        raise ValueError(f"codebook size prod(levels) = {math.prod(levels)} does not fit an int64 index")
+    if not eps >= 1e-6:  # a smaller eps vanishes from float32's 1 + eps, and at L = 2 atanh(0.5 / half_l) is inf
+        raise ValueError(f"eps must be at least 1e-6 (it widens tanh's range so the outer levels are reached), "
+                         f"got {eps!r}")
+    for lv in levels:
+        # the (1 + eps) stretch past the outer level plus float32 rounding (4 ulps of L / 2) must stay
+        # under half a level, or an extreme z rounds to a level past the grid: an index out of range
+        if (lv - 1) * eps / 2 + lv * 2**-22 >= 0.5:
+            largest_eps = (1 - lv * 2**-21) / (lv - 1)
+            instead = (f"or an eps below {largest_eps:.4g} for L = {lv}" if largest_eps > 1e-6
+                       else f"L = {lv} is past what float32 can bound at any eps")
+            raise ValueError(
+                f"level {lv} is too many for eps = {eps}: bound() stretches tanh's range "
+                f"(L - 1) * eps / 2 = {(lv - 1) * eps / 2:.4g} of a level past the outer levels, and from "
+                f"half a level on an extreme z rounds past the grid (an index outside [0, prod(levels))); "
+                f"use levels of at most {_max_levels(eps)} at this eps, {instead}")
 
 
 def _as_tensor(levels, like: torch.Tensor) -> torch.Tensor:
@@ -56,9 +88,12 @@ def bound(z: torch.Tensor, levels, eps: float = 1e-3) -> torch.Tensor:
     Odd L: values in (-(L-1)/2, (L-1)/2), rounded to {-(L-1)/2, ..., (L-1)/2}.
     Even L: a symmetric range would round to only L-1 values, so the range is shifted down by half a
     level, giving {-L/2, ..., L/2 - 1}; the shift atanh(offset / half_l) keeps z = 0 mapped to 0.
+    eps widens the range a hair past the outer levels; ``check_levels`` refuses levels it would
+    push past the grid.
     """
     levels = _as_tensor(levels, z)
     _check_last_dim(z, levels, "z")
+    check_levels(levels.tolist(), eps)
     levels = levels.to(z.dtype)
     half_l = (levels - 1) * (1 + eps) / 2
     offset = torch.where(levels % 2 == 0, 0.5, 0.0)

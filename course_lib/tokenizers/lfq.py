@@ -27,13 +27,16 @@ MAX_BITS = 12  # the exact entropy needs a (N, 2**d) matrix
 
 @dataclass
 class LFQConfig:
-    """LFQ settings; the weights follow vector-quantize-pytorch's LookupFreeQuantizer defaults."""
+    """LFQ settings. The entropy terms follow vector-quantize-pytorch's ``LFQ`` defaults
+    (entropy_loss_weight 0.1, diversity_gamma 1, inv_temperature 100); the commitment weight does not:
+    0.25 is VQ-VAE's beta (``vq.py``), where vector-quantize-pytorch's default is 0 (0.25 before
+    late 2024)."""
 
     bits: int = 10  # d channels -> K = 2**d codes
-    beta: float = 0.25  # commitment weight
+    beta: float = 0.25  # commitment weight (VQ-VAE's beta; vector-quantize-pytorch's LFQ default: 0)
     entropy_weight: float = 0.1
     diversity_weight: float = 1.0  # gamma in eq. 5: weight of the batch (codebook) entropy
-    temperature: float = 0.01
+    temperature: float = 0.01  # 1 / inv_temperature
 
     def __post_init__(self):
         if not 1 <= self.bits <= MAX_BITS:

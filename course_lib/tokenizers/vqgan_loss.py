@@ -38,6 +38,7 @@ class VQGANLossConfig:
     delta: float = 1e-4
     max_adaptive_weight: float = 1e4
     reconstruction: str = "l2"  # "l2" or "l1"
+    discriminator_seed: int | None = None  # seeds D's initial weights (None: drawn from the global generator)
 
     def __post_init__(self):
         if self.perceptual_weight < 0 or self.gan_weight < 0:
@@ -48,9 +49,24 @@ class VQGANLossConfig:
         if self.discriminator not in discriminator_presets:
             raise ValueError(f"unknown discriminator preset {self.discriminator!r}; "
                              f"choose one of {sorted(discriminator_presets)}")
+        seed = self.discriminator_seed
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+            raise ValueError(f"discriminator_seed must be a non-negative int or None, got {seed!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _build_discriminator(config: VQGANLossConfig, in_channels: int) -> PatchDiscriminator:
+    """The preset's PatchGAN; with a ``discriminator_seed`` its initial weights come from that seed
+    alone (a private generator state, so a rebuild is bit-identical and the global stream is untouched)."""
+    preset = discriminator_presets[config.discriminator]
+    d_config = type(preset)(**{**asdict(preset), "in_channels": in_channels})
+    if config.discriminator_seed is None:
+        return PatchDiscriminator(d_config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.discriminator_seed)
+        return PatchDiscriminator(d_config)
 
 
 class VQGANLoss(TokenizerLoss):
@@ -68,8 +84,7 @@ class VQGANLoss(TokenizerLoss):
         super().__init__(config.reconstruction)
         self.config = config
         self.distance = distance.requires_grad_(False)
-        d_config = discriminator_presets[config.discriminator]
-        self.discriminator = PatchDiscriminator(type(d_config)(**{**asdict(d_config), "in_channels": in_channels}))
+        self.discriminator = _build_discriminator(config, in_channels)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))  # training steps taken (both players)
         self._fakes: torch.Tensor | None = None  # the last training batch's reconstructions, for D
 
