@@ -87,6 +87,16 @@ def join_scales(grids: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([rearrange(g, "b h w -> b (h w)") for g in grids], dim=1)
 
 
+def scale_statistics(tokens: torch.Tensor, scales: tuple[int, ...], codebook_size: int) -> dict[str, float]:
+    """Usage and perplexity of each scale's codes in tokens (N, L): ``usage_1``, ``perplexity_1``, ... (by the
+    scale's side). A collapsed coarse scale shows as a perplexity far below its number of distinct images."""
+    stats = {}
+    for k, grid in zip(scales, split_scales(tokens, scales)):
+        for name, value in usage_stats(grid, codebook_size).items():
+            stats[f"{name}_{k}"] = value
+    return stats
+
+
 def phi_index(scale_index: int, num_scales: int, phis: int) -> int:
     """Which of the ``phis`` shared convolutions refines scale ``scale_index``: the nearest tick to its
     place in [0, 1] (VAR's ``PhiPartiallyShared``)."""
@@ -230,15 +240,8 @@ class MultiScaleQuantizer(nn.Module):
         z_q = z + (reconstructions[-1] - z).detach()  # straight-through: forward f, gradient to z unchanged
         tokens = join_scales(grids)  # (B, L)
         return QuantizerOutput(z_q, tokens, {"commitment": commitment, "codebook": codebook},
-                               {**usage_stats(tokens, self.codebook_size), **self.scale_stats(grids)})
-
-    def scale_stats(self, grids: list[torch.Tensor]) -> dict[str, float]:
-        """Usage and perplexity of each scale's codes: ``usage_1``, ``perplexity_1``, ... (by the scale's side)."""
-        stats = {}
-        for k, grid in zip(self.scales, grids):
-            for name, value in usage_stats(grid, self.codebook_size).items():
-                stats[f"{name}_{k}"] = value
-        return stats
+                               {**usage_stats(tokens, self.codebook_size),
+                                **scale_statistics(tokens, self.scales, self.codebook_size)})
 
     @torch.no_grad()
     def _track_usage(self, grids: list[torch.Tensor]) -> None:
