@@ -135,9 +135,24 @@ def test_dead_codes_restart_at_residual_vectors():
     assert torch.equal(frozen.codebook.detach(), start)
 
 
+def test_restarts_give_the_coarse_scales_their_share():
+    """Scale 1 looks up one vector per image, scale 8 sixty-four: drawn alike, scale 1 would get 1/65 of the codes."""
+    z = latents(n=4)
+    means = z.mean(dim=(2, 3))  # (4, C): what scale 1 looks up (its residual is z itself)
+    share = {}
+    for restart_from in ("scales", "vectors"):
+        torch.manual_seed(0)
+        q = MultiScaleQuantizer(4, MultiScaleConfig(256, (1, 8), restart_after=1, restart_from=restart_from)).train()
+        q(z)
+        at_means = (torch.cdist(q.codebook.detach(), means).min(dim=1).values < 1e-5).sum().item()
+        share[restart_from] = at_means / 256
+    assert share["scales"] > 0.35 and share["vectors"] < 0.1, share
+
+
 @pytest.mark.parametrize("bad, match", [
     (dict(scales=(2, 1, 8)), "increasing"), (dict(scales=()), "increasing"), (dict(scales=(1, 1, 8)), "increasing"),
     (dict(codebook_size=1), "codebook_size"), (dict(phi_ratio=1.5), "phi_ratio"), (dict(restart_after=-1), "restart"),
+    (dict(restart_from="batch"), "restart_from"),
 ])
 def test_bad_configs_raise(bad, match):
     with pytest.raises(ValueError, match=match):

@@ -12,10 +12,16 @@ scale k of ``scales`` (the last one is the latent grid's side):
 
 The codebook and the phi convolutions learn from the loss, averaged over the scales: at each scale the
 running reconstruction f is pulled towards the latent z (codebook term) and z towards it (commitment
-term, weight beta), as VAR's ``mean_vq_loss`` does; z_q = f with straight-through gradients to z. Codes
-unused for ``restart_after`` steps restart at residual vectors of the batch (Jukebox,
-https://arxiv.org/abs/2005.00341), the remedy against the coarse-scale collapse that people reproducing
-VAR's tokenizer report (VAR never released its tokenizer training code).
+term, weight beta), as VAR's ``mean_vq_loss`` does; z_q = f with straight-through gradients to z.
+
+Coarse-scale collapse, which people reproducing VAR's tokenizer report (VAR never released its tokenizer
+training code): scale 1 looks up one vector per image, the finest scale 64, so codes drift to where the
+fine residuals are. Codes unused for ``restart_after`` steps restart at residual vectors of the batch
+(Jukebox, https://arxiv.org/abs/2005.00341), each scale getting an equal share of them
+(``restart_from="scales"``); drawn from all looked-up vectors alike, scale 1 gets 1/130 of them.
+Measured on ``shapes`` (msvq-f4, 300 steps of batch 64, 512 test images), the perplexity of the scale-1
+codes: 2.9 without restarts, 1.6 with restarts drawn alike, 13.3 with each scale's share (the finer
+scales' perplexities and the PSNR, 26.5 dB, about the same in all three).
 
 Why a quantizer kind of the course's :class:`~course_lib.tokenizers.tokenizer.Tokenizer` (``"msvq"``)
 and not a model class of its own: the tokenizer carries one tensor of tokens per image, and a token
@@ -42,6 +48,8 @@ from course_lib.engine.distributed import all_gather_cat, all_reduce_sum_, broad
 from course_lib.tokenizers.quantizer import QuantizerOutput, usage_stats
 from course_lib.tokenizers.vq import nearest_code
 
+RESTARTS = ("scales", "vectors")
+
 
 @dataclass
 class MultiScaleConfig:
@@ -53,9 +61,12 @@ class MultiScaleConfig:
     phi_ratio: float = 0.5  # phi(h) = (1 - ratio) h + ratio conv3x3(h); 0: no refinement
     beta: float = 0.25  # commitment weight
     restart_after: int = 50  # restart codes unused for this many training steps (0: never)
+    restart_from: str = "scales"  # "scales": every scale an equal share of the restarts; "vectors": any looked-up vector
 
     def __post_init__(self):
         self.scales = tuple(self.scales)
+        if self.restart_from not in RESTARTS:
+            raise ValueError(f"unknown restart_from {self.restart_from!r}; choose one of {list(RESTARTS)}")
         if not self.scales or not all(isinstance(k, int) and k > 0 for k in self.scales) \
                 or list(self.scales) != sorted(set(self.scales)):
             raise ValueError(f"scales must be increasing positive ints, coarse to fine, got {self.scales!r}")
@@ -258,9 +269,14 @@ class MultiScaleQuantizer(nn.Module):
         num_dead = int(dead.sum())
         if num_dead == 0:
             return
-        vectors = torch.cat([rearrange(resize(r, k, "area"), "b c h w -> (b h w) c")
-                             for r, k in zip(residuals, self.scales)])  # (N, dim): what each scale looked up
-        vectors = all_gather_cat(vectors)
-        samples = broadcast_(vectors[torch.randint(vectors.shape[0], (num_dead,), device=vectors.device)])
+        looked_up = [rearrange(resize(r, k, "area"), "b c h w -> (b h w) c") for r, k in zip(residuals, self.scales)]
+        vectors = all_gather_cat(torch.cat(looked_up))  # (N, dim): what each scale looked up
+        if self.config.restart_from == "scales":  # the coarse scales' few vectors get as many codes as the finest
+            counts = torch.tensor([len(v) for v in looked_up], device=vectors.device)
+            weights = (1.0 / counts).repeat_interleave(counts).repeat(len(vectors) // counts.sum())  # (N,)
+            chosen = torch.multinomial(weights, num_dead, replacement=True)
+        else:
+            chosen = torch.randint(vectors.shape[0], (num_dead,), device=vectors.device)
+        samples = broadcast_(vectors[chosen])
         self.codebook.data[dead] = samples
         self.unused_steps.masked_fill_(dead, 0)
