@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from course_lib.engine.checkpoints import load_model, save_checkpoint
 from course_lib.tokenizers.losses import TokenizerLoss
 from course_lib.tokenizers.multiscale import (MultiScaleConfig, MultiScaleQuantizer, join_scales, phi_index,
-                                              split_scales)
+                                              residual_step, split_scales)
 from course_lib.tokenizers.tokenizer import build_tokenizer
 
 SCALES = (1, 2, 3, 4, 6, 8)
@@ -66,6 +66,17 @@ def test_one_scale_by_hand():
     assert torch.equal(first[:, 0, 0], nearest)
     expected = q.codebook[nearest][:, :, None, None].expand_as(z)  # bicubic of one pixel is constant
     assert torch.allclose(q.reconstructions(q.encode_scales(z))[0], expected, atol=1e-5)
+
+
+def test_residual_steps_make_the_pyramid():
+    q, z = quantizer(), latents()
+    residual, f, grids, steps = z, torch.zeros_like(z), [], []
+    for i, k in enumerate(SCALES):
+        grid, f, residual = residual_step(residual, f, q.codebook, k, q.phi(i))
+        grids.append(grid), steps.append(f)
+    assert all(torch.equal(a, b) for a, b in zip(grids, q.encode_scales(z)))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(steps, q.reconstructions(grids)))
+    assert torch.allclose(residual, z - f, atol=1e-6)
 
 
 @pytest.mark.parametrize("phi_ratio", [0.0, 0.5])

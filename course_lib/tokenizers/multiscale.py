@@ -122,6 +122,17 @@ def resize(x: torch.Tensor, side: int, mode: str) -> torch.Tensor:
     return x if x.shape[-1] == side and x.shape[-2] == side else F.interpolate(x, size=(side, side), mode=mode)
 
 
+def residual_step(residual: torch.Tensor, f: torch.Tensor, codebook: torch.Tensor, side: int,
+                  phi: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One scale of VAR's algorithm 1: the residual (B, C, H, W), the running reconstruction f (B, C, H, W), the
+    codebook (K, C) -> (the codes at side x side (B, k, k), f plus what they add, the residual minus it)."""
+    small = resize(residual, side, "area")  # 1. (B, C, k, k): the residual at this scale
+    grid = nearest_code(rearrange(small, "b c h w -> b h w c"), codebook.detach())  # (B, k, k)
+    codes = rearrange(F.embedding(grid, codebook), "b h w c -> b c h w")  # (B, C, k, k)
+    h = phi(resize(codes, residual.shape[-1], "bicubic"))  # 2. back to (B, C, H, W), refined by phi
+    return grid, f + h, residual - h.detach()  # 3. running reconstruction and what is left
+
+
 class Phi(nn.Conv2d):
     """h (B, C, H, W) -> (1 - ratio) h + ratio conv3x3(h): a small correction of the upsampled codes."""
 
@@ -166,11 +177,6 @@ class MultiScaleQuantizer(nn.Module):
         h = rearrange(F.embedding(grid, self.codebook), "b h w c -> b c h w")  # (B, dim, k, k)
         return self.phi(scale_index)(resize(h, self.scales[-1], "bicubic"))  # (B, dim, H, W)
 
-    def quantize_scale(self, residual: torch.Tensor, scale_index: int) -> torch.Tensor:
-        """The nearest codes of the residual (B, dim, H, W) area-downsampled to scale k: grid (B, k, k)."""
-        small = resize(residual, self.scales[scale_index], "area")  # (B, dim, k, k)
-        return nearest_code(rearrange(small, "b c h w -> b h w c"), self.codebook.detach())
-
     # ----- the whole pyramid -----
 
     def _check_latents(self, z: torch.Tensor) -> None:
@@ -187,11 +193,8 @@ class MultiScaleQuantizer(nn.Module):
         grids, reconstructions, residuals = [], [], []
         for i in range(len(self.scales)):
             residuals.append(residual)
-            grids.append(self.quantize_scale(residual, i))  # 1. nearest codes at scale k
-            h = self.contribution(grids[-1], i)  # 2. upsampled and refined by phi
-            f = f + h  # 3. running reconstruction and what is left
-            residual = residual - h.detach()
-            reconstructions.append(f)
+            grid, f, residual = residual_step(residual, f, self.codebook, self.scales[i], self.phi(i))
+            grids.append(grid), reconstructions.append(f)
         return grids, reconstructions, residuals
 
     @torch.no_grad()
