@@ -51,7 +51,8 @@ class _Classes:
 
 @dataclass
 class TokenSet(_Classes):
-    """Token grids (N, h, w) int64 with the class of each grid (N,) and the class names."""
+    """Token grids (N, h, w) int64, or token sequences (N, L) (a multi-scale tokenizer's pyramid, its scales
+    joined), with the class of each item (N,) and the class names."""
 
     name: str
     split: str
@@ -60,15 +61,16 @@ class TokenSet(_Classes):
     class_names: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.tokens.ndim != 3 or self.tokens.dtype != torch.long:
-            raise ValueError(f"expected token grids (N, h, w) of int64, got {tuple(self.tokens.shape)} {self.tokens.dtype}")
+        if self.tokens.ndim not in (2, 3) or self.tokens.dtype != torch.long:
+            raise ValueError(f"expected token grids (N, h, w) or sequences (N, L) of int64, got {tuple(self.tokens.shape)} {self.tokens.dtype}")
         self._check_classes("grid")
 
     def __len__(self) -> int:
         return len(self.tokens)
 
     @property
-    def grid(self) -> tuple[int, int]:
+    def grid(self) -> tuple[int, ...]:
+        """(h, w), or (L,) for sequences."""
         return tuple(self.tokens.shape[1:])
 
 
@@ -119,9 +121,10 @@ def encode_dataset(tokenizer, data: str, split: str, label: str | tuple[str, ...
     if cache and path.is_file():
         return _load(path)
     pixels, classes, names = _pixels(tokenizer, data, split, label, n, seed)  # (N, C, S, S)
-    tokens = _encode(tokenizer, pixels, batch_size).long()  # (N, h, w)
-    if tokens.ndim != 3:
-        raise ValueError(f"expected the tokenizer to encode images into grids (B, h, w), got {tuple(tokens.shape)}"
+    tokens = _encode(tokenizer, pixels, batch_size).long()  # (N, h, w), or (N, L) for a multi-scale tokenizer
+    if tokens.ndim not in (2, 3):
+        raise ValueError(f"expected the tokenizer to encode images into grids (B, h, w) or sequences (B, L), got "
+                         f"{tuple(tokens.shape)}"
                          f"; only a discrete tokenizer (vq, fsq, lfq) makes token datasets")
     result = TokenSet(data, split, tokens, classes, names)
     if cache:

@@ -34,6 +34,7 @@ TRAIN_DEFAULTS: dict[str, dict] = {
     "classifier": {"lr": 2e-3, "weight_decay": 0.0, "warmup": 200},
     "gpt": {"lr": 2e-3, "weight_decay": 0.05, "warmup": 200},
     "maskgit": {"lr": 2e-3, "weight_decay": 0.05, "warmup": 200},
+    "var": {"lr": 2e-3, "weight_decay": 0.05, "warmup": 200},
     "flow": {"lr": 1e-3, "weight_decay": 0.0, "warmup": 200},
 }
 

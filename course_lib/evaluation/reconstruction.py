@@ -11,6 +11,7 @@ import math
 import torch
 
 from course_lib.evaluation.metrics import codebook_usage, compression_ratio, perplexity, psnr, ssim
+from course_lib.tokenizers.multiscale import scale_statistics
 
 
 @torch.no_grad()
@@ -49,6 +50,7 @@ def token_statistics(model, tokens: torch.Tensor, image_shape: tuple[int, int, i
         return {"usage": None, "perplexity": None, "bits_per_image": None, "compression_ratio": None,
                 "latent_shape": list(model.tokens_shape)}
     k, bits = model.codebook_size, model.bits_per_image
+    scales = getattr(model.config.bottleneck, "scales", None)  # a multi-scale tokenizer: each scale's codes too
     return {"usage": codebook_usage(tokens, k), "perplexity": perplexity(tokens, k), "bits_per_image": bits,
             "compression_ratio": compression_ratio(bits, image_shape), "codebook_size": k,
-            "tokens_per_image": math.prod(model.tokens_shape)}
+            "tokens_per_image": math.prod(model.tokens_shape), **(scale_statistics(tokens, scales, k) if scales else {})}

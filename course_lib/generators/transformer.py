@@ -3,7 +3,9 @@
 Paper: Attention Is All You Need (Vaswani et al., 2017), https://arxiv.org/abs/1706.03762, with
 pre-norm blocks as in GPT-2 (https://github.com/karpathy/nanoGPT/blob/master/model.py). Options:
 
-- ``mask``: "causal" (each token sees itself and the past: the GPT) or "full" (MaskGIT, DiT);
+- ``mask``: "causal" (each token sees itself and the past: the GPT), "full" (MaskGIT, DiT) or
+  "block" (the caller passes its own ``attn_mask`` on every call: VAR's block-causal mask, where a
+  whole scale is appended to the KV cache at once);
 - ``positions``: "learned" (one vector per position, added to the input), "rotary" (RoFormer,
   https://arxiv.org/abs/2104.09864: queries and keys rotated by a position-dependent angle) or
   "none" (the caller adds its own, e.g. DiT's fixed sinusoids);
@@ -26,7 +28,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-MASKS = ("causal", "full")
+MASKS = ("causal", "full", "block")
 POSITIONS = ("learned", "rotary", "none")
 
 
@@ -147,7 +149,7 @@ class Attention(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, rotary: tuple | None = None, cache: KVCache | None = None,
-                layer: int = 0) -> torch.Tensor:
+                layer: int = 0, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         start = cache.length if cache is not None else 0
         qkv = rearrange(self.qkv(x), "b n (three nh hs) -> three b nh n hs", three=3, nh=self.config.heads)
         q, k, v = qkv.unbind(0)  # (B, nh, N, hs) each
@@ -158,7 +160,7 @@ class Attention(nn.Module):
             k, v = cache.update(layer, k, v)  # (B, nh, S, hs), S = start + N
         causal = self.config.mask == "causal"
         # is_causal aligns its mask top-left, right only when queries and keys start together
-        mask = _cached_causal_mask(q.shape[2], start, x.device) if causal and start > 0 else None
+        mask = _cached_causal_mask(q.shape[2], start, x.device) if causal and start > 0 else attn_mask
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and start == 0,
                                            dropout_p=self.config.dropout if self.training else 0.0)
         y = rearrange(y, "b nh n hs -> b n (nh hs)")  # (B, N, D)
@@ -199,12 +201,12 @@ class Block(nn.Module):
         self.modulation = nn.Linear(config.cond_dim, 6 * config.width) if adaptive else None
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None, rotary: tuple | None = None,
-                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+                cache: KVCache | None = None, layer: int = 0, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         if self.modulation is None:
-            x = x + self.attn(self.norm1(x), rotary, cache, layer)  # (B, N, D)
+            x = x + self.attn(self.norm1(x), rotary, cache, layer, attn_mask)  # (B, N, D)
             return x + self.mlp(self.norm2(x))
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(F.silu(cond)).chunk(6, dim=-1)  # (B, D)
-        x = x + gate1[:, None] * self.attn(modulate(self.norm1(x), shift1, scale1), rotary, cache, layer)
+        x = x + gate1[:, None] * self.attn(modulate(self.norm1(x), shift1, scale1), rotary, cache, layer, attn_mask)
         return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
@@ -242,20 +244,23 @@ class Transformer(nn.Module):
             nn.init.zeros_(self.final_modulation.bias)
 
     def new_cache(self) -> KVCache:
-        """An empty KV cache for incremental decoding (causal mask only)."""
-        if self.config.mask != "causal":
-            raise ValueError("a KV cache needs the causal mask: with a full mask every token changes every output")
+        """An empty KV cache for incremental decoding (causal or block mask)."""
+        if self.config.mask == "full":
+            raise ValueError("a KV cache needs the causal (or block) mask: with a full mask every token changes every output")
         return KVCache(self.config.max_len)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
-        """x (B, N, D) token vectors; cond (B, cond_dim) when cond_dim > 0; cache: the past, for a causal model."""
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None, cache: KVCache | None = None,
+                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, N, D) token vectors; cond (B, cond_dim) when cond_dim > 0; cache: the past, for a causal or
+        block model; attn_mask (N, S) booleans, True where a query may attend (S keys, cached + new): block only."""
         start = self._check(x, cond, cache)
+        self._check_mask(attn_mask, x.shape[1], start + x.shape[1])
         n = x.shape[1]
         if self.config.positions == "learned":
             x = x + self.position[start:start + n]  # (B, N, D)
         rotary = (self.cos[start:start + n], self.sin[start:start + n]) if self.config.positions == "rotary" else None
         for layer, block in enumerate(self.blocks):
-            x = block(x, cond, rotary, cache, layer)  # (B, N, D)
+            x = block(x, cond, rotary, cache, layer, attn_mask)  # (B, N, D)
         if cache is not None:
             cache.length += n
         if self.final_modulation is None:
@@ -268,8 +273,8 @@ class Transformer(nn.Module):
         if x.ndim != 3 or x.shape[2] != c.width:
             raise ValueError(f"expected token vectors of shape (B, N, {c.width}), got {tuple(x.shape)}")
         start = cache.length if cache is not None else 0
-        if cache is not None and c.mask != "causal":
-            raise ValueError("a KV cache needs the causal mask: with a full mask every token changes every output")
+        if cache is not None and c.mask == "full":
+            raise ValueError("a KV cache needs the causal (or block) mask: with a full mask every token changes every output")
         if start + x.shape[1] > c.max_len:
             raise ValueError(f"sequence too long: positions {start}..{start + x.shape[1] - 1}, max_len={c.max_len}")
         if (cond is None) != (c.cond_dim == 0):
@@ -278,6 +283,15 @@ class Transformer(nn.Module):
         if cond is not None and tuple(cond.shape) != (x.shape[0], c.cond_dim):
             raise ValueError(f"expected cond of shape ({x.shape[0]}, {c.cond_dim}), got {tuple(cond.shape)}")
         return start
+
+    def _check_mask(self, attn_mask: torch.Tensor | None, n: int, keys: int) -> None:
+        if (attn_mask is not None) != (self.config.mask == "block"):
+            raise ValueError(f"attn_mask is given exactly when mask='block' (the caller's own mask); this "
+                             f"transformer has mask={self.config.mask!r} and got "
+                             f"{None if attn_mask is None else tuple(attn_mask.shape)}")
+        if attn_mask is not None and (tuple(attn_mask.shape) != (n, keys) or attn_mask.dtype != torch.bool):
+            raise ValueError(f"expected a boolean attn_mask of shape ({n}, {keys}) (queries, cached + new keys), "
+                             f"got {attn_mask.dtype} {tuple(attn_mask.shape)}")
 
 
 def init_weights(module: nn.Module) -> None:

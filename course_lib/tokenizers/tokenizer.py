@@ -9,6 +9,7 @@ bottleneck (the lecture's "regularizer") is one ``kind``:
 - "fsq" finite scalar quantization, indices (B, h, w) (``fsq.py``)
 - "lfq" lookup-free quantization, indices (B, h, w) (``lfq.py``)
 - "kl"  KL-regularized continuous latents (B, C, h, w) (``kl.py``)
+- "msvq" multi-scale residual VQ (VAR), the token pyramid of all scales joined, (B, L) (``multiscale.py``)
 
 Images are float (B, C, H, W) in [0, 1]; the networks work on [-1, 1] inside, and reconstructions
 come back on the [0, 1] scale *unclamped* (clamp before display or metrics if you need to).
@@ -35,11 +36,13 @@ from course_lib.tokenizers.autoencoder import AutoencoderConfig, Decoder, Encode
 from course_lib.tokenizers.fsq import FSQ, FSQConfig
 from course_lib.tokenizers.kl import DiagonalGaussian, KLConfig
 from course_lib.tokenizers.lfq import LFQ, LFQConfig
+from course_lib.tokenizers.multiscale import MultiScaleConfig, MultiScaleQuantizer
 from course_lib.tokenizers.vq import VectorQuantizer, VQConfig, naive_vq_config
 
-BOTTLENECKS = {"ae": None, "vq": VQConfig, "fsq": FSQConfig, "lfq": LFQConfig, "kl": KLConfig}
-DISCRETE_KINDS = ("vq", "fsq", "lfq")
-QUANTIZERS = {"vq": VectorQuantizer, "fsq": FSQ, "lfq": LFQ}
+BOTTLENECKS = {"ae": None, "vq": VQConfig, "fsq": FSQConfig, "lfq": LFQConfig, "kl": KLConfig,
+               "msvq": MultiScaleConfig}
+DISCRETE_KINDS = ("vq", "fsq", "lfq", "msvq")
+QUANTIZERS = {"vq": VectorQuantizer, "fsq": FSQ, "lfq": LFQ, "msvq": MultiScaleQuantizer}
 RANGE_TOLERANCE = 1e-3  # resizing can overshoot [0, 1] by rounding noise
 
 
@@ -50,7 +53,7 @@ class TokenizerConfig:
     kind: str = "vq"
     image_size: int = 32
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
-    bottleneck: VQConfig | FSQConfig | LFQConfig | KLConfig | None = None  # None: the kind's defaults
+    bottleneck: VQConfig | FSQConfig | LFQConfig | KLConfig | MultiScaleConfig | None = None  # None: kind's defaults
 
     def __post_init__(self):
         if self.kind not in BOTTLENECKS:
@@ -64,6 +67,9 @@ class TokenizerConfig:
         f = self.autoencoder.downsample
         if self.image_size < f or self.image_size % f:
             raise ValueError(f"image_size must be a positive multiple of downsample={f}, got {self.image_size!r}")
+        if self.kind == "msvq" and self.bottleneck.scales[-1] != self.image_size // f:
+            raise ValueError(f"the last scale must be the latent grid's side {self.image_size // f}, "
+                             f"got scales {self.bottleneck.scales}")
 
 
 def _config(kind: str, downsample: int, latent_channels: int, bottleneck=None) -> TokenizerConfig:
@@ -90,6 +96,7 @@ tokenizer_presets: dict[str, TokenizerConfig] = {
     "lfq-f4": _config("lfq", 4, 10, LFQConfig(bits=10)),  # K = 1024
     "kl-f4": _config("kl", 4, 4, KLConfig()),  # 8x8x4 = 256 numbers per image
     "kl-f8": _config("kl", 8, 16, KLConfig()),  # 4x4x16 = 256 numbers per image
+    "msvq-f4": _config("msvq", 4, 16, MultiScaleConfig(1024, (1, 2, 3, 4, 6, 8))),  # L = 130 tokens, VAR's
 }
 
 
@@ -180,6 +187,8 @@ class Tokenizer(nn.Module):
     def tokens_shape(self) -> tuple[int, ...]:
         """Shape of one image's tokens: (h, w) indices, or (C, h, w) continuous latents."""
         side = self.config.image_size // self.config.autoencoder.downsample
+        if self.kind == "msvq":
+            return self.quantizer.tokens_shape  # (L,): all scales joined
         return (side, side) if self.is_discrete else (self.config.autoencoder.latent_channels, side, side)
 
     @property

@@ -29,6 +29,7 @@ from course_lib.tools.train_flow import train_flow
 from course_lib.tools.train_gpt import train_gpt
 from course_lib.tools.train_maskgit import train_maskgit
 from course_lib.tools.train_tokenizer import train_tokenizer
+from course_lib.tools.train_var import train_var
 
 SAMPLES = 1024  # a generator's yardstick scores this many samples (classes in turn)
 
@@ -210,13 +211,13 @@ def game_history(history: list[dict]) -> list[dict]:
 
 # kind -> its trainer, for the command line (python -m course_lib.train KIND)
 TRAINERS: dict[str, Callable] = {"tokenizer": train_tokenizer, "classifier": train_classifier, "gpt": train_gpt,
-                                 "maskgit": train_maskgit, "flow": train_flow}
+                                 "maskgit": train_maskgit, "flow": train_flow, "var": train_var}
 
 # kind -> builder(recipe, run_path, progress): trains (resuming the run at run_path) and writes it there
 BUILDERS: dict[str, Callable[[Recipe, Path, bool], TrainResult]] = {
     "tokenizer": _make_tokenizer, "classifier": _make_classifier, "feature-net": _make_feature_net,
     "vqgan": _make_vqgan, "gpt": _generator_builder(train_gpt), "maskgit": _generator_builder(train_maskgit),
-    "flow": _generator_builder(train_flow)}
+    "flow": _generator_builder(train_flow), "var": _generator_builder(train_var)}
 
 
 def build_order(names: list[str], recipes: dict[str, Recipe] = RECIPES) -> list[str]:

@@ -26,7 +26,7 @@ from course_lib.engine.png import save_grid, save_png, to_uint8
 from course_lib.engine.runtime import pick_device
 from course_lib.generators.drawing import classes_for, draw_checkpoint, known_kinds, parse_class
 
-SETTINGS = ("steps", "cfg", "method", "temperature", "top_k", "top_p")  # the flags that are sampling settings
+SETTINGS = ("steps", "cfg", "guidance", "method", "temperature", "top_k", "top_p")  # the flags that are sampling settings
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -40,6 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cfg", type=float, default=None, help="guidance scale (1 = none; default: the recipe's)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps, for generators that have them")
+    parser.add_argument("--guidance", choices=("ramp", "constant"), default=None,
+                        help="VAR: guidance ramped with the scale (default) or constant")
     parser.add_argument("--method", choices=("euler", "heun"), default=None,
                         help="flow models: the ODE sampler (default: the recipe's)")
     parser.add_argument("--temperature", type=float, default=None, help="default: the recipe's, else 1")

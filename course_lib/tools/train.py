@@ -1,5 +1,6 @@
 """Train a tokenizer (on any dataset of the course or a folder of your images), or a generator: a GPT or a
-MaskGIT on its tokens, a flow-matching DiT on a KL tokenizer's latents.
+MaskGIT on its tokens, VAR on a multi-scale tokenizer's pyramids, a flow-matching DiT on a KL tokenizer's
+latents.
 
     python -m course_lib.train tokenizer --preset vq-f4 --data shapes --steps 2000 --out runs/vq-f4.pt
     python -m course_lib.train tokenizer --preset fsq-f4 --data folder:~/pictures --steps 5000 \\
@@ -10,6 +11,8 @@ MaskGIT on its tokens, a flow-matching DiT on a KL tokenizer's latents.
         --steps 2000 --out runs/gpt-shapes.pt                                # class-conditional GPT
     python -m course_lib.train maskgit --tokenizer vq-f8-shapes --data shapes --label shape,colour \\
         --steps 4000 --out runs/maskgit-shapes.pt                            # the same tokens, MaskGIT
+    python -m course_lib.train var --tokenizer runs/msvq-f4-shapes.pt --data shapes --label shape,colour \\
+        --steps 3000 --out runs/var-shapes.pt                    # next-scale prediction on a multi-scale tokenizer
     python -m course_lib.train flow --tokenizer kl-f4-shapes --data shapes --label shape,colour \\
         --steps 12000 --set depth=3 --n-train 32768 --out runs/flow-shapes.pt   # a DiT on KL latents
 
@@ -41,6 +44,7 @@ from course_lib.generators.dit import dit_presets  # noqa: E402
 from course_lib.generators.flow import TIME_SAMPLINGS  # noqa: E402
 from course_lib.generators.gpt import gpt_presets  # noqa: E402
 from course_lib.generators.maskgit import maskgit_presets  # noqa: E402
+from course_lib.generators.var import var_presets  # noqa: E402
 from course_lib.tokenizers.tokenizer import tokenizer_presets  # noqa: E402
 from course_lib.tools.recipes import TRAINERS  # noqa: E402
 
@@ -61,7 +65,7 @@ def parse_overrides(items: list[str]) -> dict:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m course_lib.train", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{tokenizer,gpt,maskgit,flow}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{tokenizer,gpt,maskgit,var,flow}")
     p = commands.add_parser("tokenizer", help="train an image tokenizer")
     p.add_argument("--preset", required=True, choices=sorted(tokenizer_presets), metavar="PRESET",
                    help=f"one of {', '.join(sorted(tokenizer_presets))}")
@@ -117,6 +121,8 @@ def _generator_parsers(commands) -> None:
                       "a GPT preset field", "a discrete tokenizer (vq-f8-shapes)")
     _generator_parser(commands, "maskgit", "train a MaskGIT on a tokenizer's token grids", "maskgit-small",
                       maskgit_presets, "a MaskGIT preset field", "a discrete tokenizer (vq-f8-shapes)")
+    _generator_parser(commands, "var", "train VAR (next-scale prediction) on a multi-scale tokenizer's pyramids",
+                      "var-small", var_presets, "a VAR preset field", "a multi-scale tokenizer (msvq-f4-shapes)")
     p = _generator_parser(commands, "flow", "train a DiT by flow matching on a KL tokenizer's latents", "dit-small",
                           dit_presets, "a DiT preset field", "a KL tokenizer (kl-f4-shapes)")
     p.add_argument("--time-sampling", default="logit-normal", choices=TIME_SAMPLINGS)
@@ -125,12 +131,13 @@ def _generator_parsers(commands) -> None:
 SUMMARIES = {  # kind -> its test metrics in words
     "gpt": lambda m: f"{m['bits_per_token']:.3f} bits per token ({m['bits_per_image']:.0f} per image)",
     "maskgit": lambda m: f"{m['bits_per_masked_token']:.3f} bits per masked token",
+    "var": lambda m: f"{m['bits_per_token']:.3f} bits per token ({m['bits_per_image']:.0f} per image)",
     "flow": lambda m: f"flow loss {m['flow_loss']:.4f}",
 }
 
 
 def run_generator(args: argparse.Namespace) -> str:
-    """Train the generator of ``args.command`` (gpt, maskgit or flow); a line saying what was saved."""
+    """Train the generator of ``args.command`` (gpt, maskgit, var or flow); a line saying what was saved."""
     every = max(1, args.steps // 5)
     changes = {"warmup": args.warmup} if args.warmup is not None else {}
     config = train_config(args.command, args.steps, args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
@@ -148,7 +155,7 @@ def run(args: argparse.Namespace) -> str:
         raise ValueError(f"{args.out} exists; pass --resume to continue that run or --overwrite to replace it")
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
-    if args.command in ("gpt", "maskgit", "flow"):
+    if args.command in ("gpt", "maskgit", "var", "flow"):
         return run_generator(args)
     every = args.eval_every if args.eval_every is not None else max(1, args.steps // 10)
     changes = {"warmup": args.warmup} if args.warmup is not None else {}
