@@ -43,14 +43,28 @@ def _notebook_of(nodeid: str) -> str | None:
     return path if path.endswith(".ipynb") else None
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "xdist_group(name): run these tests on one worker under --dist loadgroup")
+
+
+def _shares_a_fixture(item) -> bool:
+    """Does the test use a fixture built once for its module (or class), such as a grading or training run?"""
+    definitions = getattr(item, "_fixtureinfo", None)
+    definitions = definitions.name2fixturedefs.values() if definitions else []
+    return any(defs and defs[-1].scope in ("module", "class", "package") for defs in definitions)
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups (--dist loadgroup)
 def pytest_collection_modifyitems(session, config, items):
-    """One xdist group per notebook; notebooks first (the longest units of work), in collection order."""
+    """xdist groups: one per notebook (its cells share a kernel, in order), one per test module whose tests
+    share a module-scoped fixture (built once, not once per worker); other tests are handed out one by one.
+    xdist hands out the largest groups first."""
     for item in items:
         notebook = _notebook_of(item.nodeid)
         if notebook:
             item.add_marker(pytest.mark.xdist_group(notebook.replace("/", "-")))
-    items.sort(key=lambda item: _notebook_of(item.nodeid) is None)  # stable: cells keep their order
+        elif _shares_a_fixture(item) and not any(item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0].replace("/", "-")))
     if not _IS_WORKER:
         _NOTEBOOKS.update(filter(None, (_notebook_of(item.nodeid) for item in items)))
 
