@@ -59,7 +59,7 @@ lab: $(STAMP)
 test: $(STAMP) bwrap browser
 	@rm -rf $(SANDBOX) && mkdir -p $(SANDBOX)
 	$(CONFIG_ENV) COURSE_QUICK=1 COURSE_CHROMIUM=$(CHROMIUM) OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 \
-		$(PY) -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup tests \
+		$(PY) -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder tests \
 		--nbval-lax --nbval-current-env --nbval-cell-timeout=300 solutions notebooks
 
 course: $(STAMP)

@@ -1,11 +1,12 @@
 """Test-wide settings: quick mode, one thread per process, private config dirs (set before any notebook
 kernel starts), and the report of every check the notebooks ran, read once all of them have run.
 
-``make test`` runs the suite in two processes (pytest-xdist: ``-n 2 --dist loadgroup``). Each notebook's
-cells carry one ``xdist_group`` so that a notebook runs in one kernel on one worker, from its first cell
-to its last; the other tests are handed out one by one, longest groups first. The controller sets the
-environment below before it starts the workers, so the workers and every kernel share the config dirs
-and the results file, and each of them runs torch on one thread (two processes on two cores).
+``make test`` runs the suite in two processes (pytest-xdist: ``-n 2 --dist loadgroup
+--no-loadscope-reorder``). Each notebook's cells carry one ``xdist_group`` so that a notebook runs in one
+kernel on one worker, from its first cell to its last; so do the tests of a module with a module-scoped
+fixture. Those modules go first, then the notebooks, then the other tests one by one. The controller sets the
+environment below before it starts the workers, so the workers and every kernel share the config dirs and the
+results file, and each of them runs torch on one thread (two processes on two cores).
 """
 import json
 import os
@@ -56,15 +57,18 @@ def _shares_a_fixture(item) -> bool:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups (--dist loadgroup)
 def pytest_collection_modifyitems(session, config, items):
-    """xdist groups: one per notebook (its cells share a kernel, in order), one per test module whose tests
-    share a module-scoped fixture (built once, not once per worker); other tests are handed out one by one.
-    xdist hands out the largest groups first."""
+    """xdist groups: one per notebook (its cells share a kernel, in order), and one per test module with a
+    module-scoped fixture: the fixture is built once, not once per worker, and the module's tests never run
+    beside each other (tests/test_grade.py looks for any live sandbox process after its grading run). The
+    other tests are handed out one by one."""
+    sharing = {item.nodeid.split("::")[0] for item in items if _shares_a_fixture(item)}
     for item in items:
-        notebook = _notebook_of(item.nodeid)
-        if notebook:
-            item.add_marker(pytest.mark.xdist_group(notebook.replace("/", "-")))
-        elif _shares_a_fixture(item) and not any(item.iter_markers("xdist_group")):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0].replace("/", "-")))
+        module = item.nodeid.split("::")[0]
+        if (module.endswith(".ipynb") or module in sharing) and not any(item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(module.replace("/", "-")))
+    # the order xdist hands them out in (make test passes --no-loadscope-reorder): the modules with a shared
+    # fixture first (a grading run, training runs: the longest units), then the notebooks, then the rest
+    items.sort(key=lambda item: 0 if item.nodeid.split("::")[0] in sharing else 1 if _notebook_of(item.nodeid) else 2)
     if not _IS_WORKER:
         _NOTEBOOKS.update(filter(None, (_notebook_of(item.nodeid) for item in items)))
 
@@ -127,7 +131,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             terminalreporter.write_line(problem)
     else:
         terminalreporter.write_line(f"notebook checks: all reported as expected in "
-                                    f"{len(_NOTEBOOKS)} notebooks")
+                                    f"{len(_NOTEBOOKS)} notebook{'s' * (len(_NOTEBOOKS) != 1)}")
 
 
 @pytest.fixture
