@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 SUBMISSIONS ?= submissions
 LAB_ARGS ?=
+# `make test` runs the tests and notebooks in this many processes of one torch thread each (pytest-xdist);
+# each notebook stays whole on one of them (tests/conftest.py)
+TEST_WORKERS ?= 2
 # tests and tools never write into the user's Jupyter, IPython or matplotlib settings
 SANDBOX = $(CURDIR)/build/.config
 CONFIG_ENV = JUPYTER_CONFIG_DIR=$(SANDBOX)/jupyter JUPYTER_DATA_DIR=$(SANDBOX)/jupyter-data \
@@ -55,7 +58,8 @@ lab: $(STAMP)
 
 test: $(STAMP) bwrap browser
 	@rm -rf $(SANDBOX) && mkdir -p $(SANDBOX)
-	$(CONFIG_ENV) COURSE_QUICK=1 COURSE_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -p no:cacheprovider tests \
+	$(CONFIG_ENV) COURSE_QUICK=1 COURSE_CHROMIUM=$(CHROMIUM) OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 \
+		$(PY) -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder tests \
 		--nbval-lax --nbval-current-env --nbval-cell-timeout=300 solutions notebooks
 
 course: $(STAMP)

@@ -1,21 +1,21 @@
 """The course's notebooks as files: in sync, free of outputs, and built the way the plan says.
 
 The notebooks' execution is tested by nbval (``make test`` runs ``pytest --nbval-lax solutions
-notebooks``); ``test_checks_reported_as_expected`` then reads what every check reported in those runs.
+notebooks``); at the end of the session ``conftest.pytest_sessionfinish`` reads what every check reported in
+those runs (one report after all notebooks, whichever worker ran them).
 """
 import json
-import os
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from conftest import check_report_problems
 from course_lib.tools import nbtools
 from course_lib.notebook.checks import exercises
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
-RESULTS_FILE = os.environ.get("COURSE_RESULTS_FILE")
 
 
 def test_student_notebooks_are_generated_from_solutions_and_have_no_outputs():
@@ -40,27 +40,22 @@ def test_notebook_structure(path):
         assert check_cell.metadata["nbgrader"]["locked"]
 
 
-def test_checks_reported_as_expected(request):
-    """Runs last (see conftest): every exercise passed in solutions/ and was 'not implemented' in notebooks/."""
-    notebooks = getattr(request.config, "course_notebooks", set())
-    if not notebooks:
-        pytest.skip("no notebook was executed in this session (run with --nbval-lax solutions notebooks)")
-    records = Path(RESULTS_FILE).read_text().splitlines() if Path(RESULTS_FILE).exists() else []
-    reported = {}
-    for line in records:
-        record = json.loads(line)
-        reported.setdefault((Path(record["folder"]).name, record["exercise"]), []).append(record["status"])
-    expected = {"solutions": "pass", "notebooks": "not implemented"}
-    for path in sorted(p for p in notebooks if p.parent.name in expected):
-        folder = path.parent.name
-        for exercise in exercises(path.stem) if _has_exercises(path.stem) else []:
-            statuses = reported.get((folder, exercise.name))
-            assert statuses == [expected[folder]], f"{folder}/{path.name}: {exercise.name} reported {statuses}"
+def test_the_check_report_wants_each_exercise_once_pass_in_solutions_and_not_implemented_in_notebooks():
+    """The session-end report (conftest.pytest_sessionfinish) on made-up records: right, then each way wrong."""
+    lessons = {"01_x": ["patchify", "unpatchify"], "00_welcome": []}
+    ran = ["solutions/01_x.ipynb", "notebooks/01_x.ipynb", "solutions/00_welcome.ipynb", "other/01_x.ipynb"]
 
+    def line(folder, exercise, status):
+        return json.dumps({"folder": f"/course/{folder}", "exercise": exercise, "status": status})
 
-def _has_exercises(lesson: str) -> bool:
-    try:
-        exercises(lesson)
-        return True
-    except ValueError:
-        return False
+    right = [line(folder, name, status) for folder, status in (("solutions", "pass"), ("notebooks", "not implemented"))
+             for name in lessons["01_x"]]
+    assert check_report_problems(ran, right, lessons.__getitem__) == []
+    wrong = {"failed": [*right[1:], line("solutions", "patchify", "fail")],
+             "missing": right[1:],
+             "twice": [*right, right[0]],
+             "student passed": [*right[:2], line("notebooks", "patchify", "pass"), right[3]]}
+    for case, lines in wrong.items():
+        problems = check_report_problems(ran, lines, lessons.__getitem__)
+        assert len(problems) == 1 and "patchify" in problems[0], (case, problems)
+    assert check_report_problems(["solutions/01_x.ipynb"], right[2:], lessons.__getitem__) != []

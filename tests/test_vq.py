@@ -1,11 +1,9 @@
 """Vector quantization: the pure functions, the taming pitfall, EMA by hand, k-means init, restarts."""
-import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib.tokenizers.quantizer import usage_stats
 from course_lib.tokenizers.vq import VectorQuantizer, VQConfig, naive_vq_config, nearest_code, straight_through, vq_loss
 
 
@@ -74,15 +72,6 @@ def _taming_legacy_loss(z, z_q, beta):
 def test_the_legacy_beta_placement_is_caught():
     z, codes, grads = _grads(_taming_legacy_loss)
     assert not torch.allclose(grads["commitment"][0], 2 * 0.25 * (z - codes) / z.numel())
-
-
-# ----- statistics -----
-
-def test_usage_and_perplexity():
-    stats = usage_stats(torch.arange(8).repeat(3), 16)
-    assert stats["usage"] == 0.5 and math.isclose(stats["perplexity"], 8, rel_tol=1e-5)
-    collapsed = usage_stats(torch.zeros(50, dtype=torch.long), 16)
-    assert collapsed["usage"] == 1 / 16 and math.isclose(collapsed["perplexity"], 1.0, rel_tol=1e-6)
 
 
 # ----- EMA -----
