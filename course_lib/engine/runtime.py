@@ -9,7 +9,7 @@ The thread policy is set here, once, for every notebook and every kernel of ``ma
 computes on one CPU thread (``COURSE_THREADS`` asks for another count). The models and batches of the
 course are small: a second thread gains little on a quiet machine and, on a busy one, waits for a core
 that other programs hold. Measured on a 2-core machine: notebook 09's 240 flow samples and 40 steps of
-a batch-64 tokenizer took 9.5 s and 16 s with one thread against 16 s and 155 s with two (load 4-7).
+a batch-64 tokenizer took 9.5 s and 16 s with one thread against 16 s and 155 s with two (load 2-7).
 """
 from __future__ import annotations
 
