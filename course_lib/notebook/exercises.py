@@ -66,7 +66,7 @@ class Exercise:
 
     ``arguments`` names the positional arguments of a case (default: the reference's parameters);
     ``outputs`` names what the function returns: one name, one name per item of a returned tuple, or a
-    template with ``{i}`` for a returned list (``"masked count after step {i}"``).
+    template with ``{i}`` for a returned list (``"masked count after step={i}"``).
     """
 
     name: str
