@@ -4,6 +4,7 @@ WRONG lists, for every registered exercise, at least one mistake students really
 exercise without an entry here fails ``test_every_exercise_has_wrong_answers``.
 """
 import math
+import re
 
 import pytest
 import torch
@@ -268,9 +269,105 @@ def test_fresh_cases_still_separate_right_from_wrong(name, seed):
         assert evaluate(name, wrong, seed=seed).status == "fail", mistake
 
 
+# code in a hint: a call or an attribute (floor(, torch., .detach), indexing (row[b]), an einops
+# pattern, arithmetic between two operands ((1 - t) * x0, noise - data), a bitwise not, and the names
+# of the library functions that are themselves the algorithm (argsort of argsort)
+CODE_IN_HINTS = {
+    "a function call": r"[A-Za-z_][\w.]*\(",
+    "an attribute or module": r"(?<![.\w])(?!e\.g\.|i\.e\.)[A-Za-z_]\w*\.[A-Za-z_]",
+    "indexing": r"[\w)\]]\[",
+    "an einops pattern": r"->",
+    "arithmetic": r"[\w)\]](\s+(\*\*|//|[-+*/%])\s+|(\*\*|//|[+*/%^]))[\w(\[|]",
+    "a bitwise operator": r"~\s*[\w(]",
+    "a norm written out": r"\|\|",
+    "a library function": r"\b(argsort|argmin|argmax|topk|multinomial|masked_fill|cumprod|cumsum|"
+                          r"cross_entropy|softmax|log10|atanh|cdist|einsum|permute|detach|floor|ceil)\b",
+}
+# the hints of lessons 06-09 as they were: they handed over the formula or the algorithm
+OLD_HINTS = {
+    "mask_count": "floor(n * mask_ratio((step + 1) / steps, schedule) + 1e-9), then at least steps - 1 - step "
+                  "(one token for each later step), at most masked_now - 1 (this step reveals one), and never below 0",
+    "interpolant": "t = 0 is data and t = 1 is noise: x_t = (1 - t) data + t noise; the velocity d x_t / dt is "
+                   "noise - data. Reshape t (B,) to (B, 1, ..., 1) so it broadcasts over any data shape",
+    "remask": "give the known positions (~is_masked) confidence +inf; rank each row's confidences from the lowest "
+              "(argsort of argsort); the keep_masked[b] lowest ranks of row b become mask_id, all else keeps its sample",
+    "sample_step": "divide the logits by the temperature; set every logit below the k-th largest to -inf "
+                   "(logits.topk(k).values[:, -1:]); softmax; torch.multinomial(probs, 1, generator=generator)[:, 0]",
+    "next_token_loss": "logits[:, i] predicts sequence[:, i + 1]: drop the last position of the logits and the first "
+                       "token of the targets, then one F.cross_entropy over all (B * (N - 1)) positions",
+    "euler_step": "x moves by the velocity times the change in time, t_next - t (negative when sampling towards "
+                  "the data)",
+}
+
+
+
+def code_in(hint: str) -> list[str]:
+    """What in ``hint`` reads as code, as (kind, text) strings; empty for a hint in words."""
+    import re
+    return [f"{kind}: {m.group(0)!r}" for kind, pattern in CODE_IN_HINTS.items() for m in re.finditer(pattern, hint)]
+
+
+@pytest.mark.parametrize("name", sorted(OLD_HINTS))
+def test_the_hint_test_catches_the_old_hints_of_06_09(name):
+    assert code_in(OLD_HINTS[name]), f"the old {name} hint hands over code, yet passes"
+
+
+@pytest.mark.parametrize("hint", [
+    "the mean (not the sum) of the squared differences, over every element",
+    "t = 0 is the data end and t = 1 the noise end; real logits below +1 and fake logits above -1",
+    "top-k keeps a row's k largest logits, e.g. for temperature 0.5; shapes (B, 1, ..., 1) and (N, D)",
+])
+def test_the_hint_test_lets_words_through(hint):
+    assert code_in(hint) == []
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_hints_point_at_the_idea_without_the_answer(name):
-    """A hint names the idea; it never hands over a line to copy (an einops pattern, a call with arguments)."""
+    """A hint names the quantity, the shape, the edge case; it never states the line or the algorithm in code."""
     from course_lib.notebook.checks import get_exercise
-    hint = get_exercise(name).hint
-    assert hint and "->" not in hint and "rearrange(" not in hint and "einsum(" not in hint, hint
+    exercise = get_exercise(name)
+    assert exercise.hint and code_in(exercise.hint) == [], (exercise.hint, code_in(exercise.hint))
+
+
+# what a failure message must name for each exercise of lessons 06-09: the arguments of the failing
+# case as the student's function calls them (mask_count's case is a whole decoding: n, steps, schedule)
+ARGUMENTS_SHOWN = {
+    "hinge_losses": ["logits_real", "logits_fake"], "adaptive_weight": ["rec_loss", "gan_loss", "last_layer"],
+    "perceptual_distance": ["features_x", "features_y"], "next_token_loss": ["logits", "sequence"],
+    "sample_step": ["logits", "temperature", "top_k"], "cfg_logits": ["cond", "uncond", "scale"],
+    "mask_count": ["n", "steps", "schedule"], "remask": ["sampled", "confidence", "is_masked", "keep_masked", "mask_id"],
+    "interpolant": ["data", "noise", "t"], "euler_step": ["x", "velocity", "t", "t_next"],
+    "cfg_velocity": ["cond", "uncond", "scale"],
+}
+LATE = [e.name for e in exercises() if e.lesson >= "06"]
+
+
+def test_every_late_exercise_says_which_arguments_it_shows():
+    assert sorted(ARGUMENTS_SHOWN) == sorted(LATE)
+
+
+@pytest.mark.parametrize("name,mistake", [(n, m) for n in LATE for m in WRONG[n]])
+def test_failure_messages_name_the_arguments_and_the_output(name, mistake, capsys):
+    import re
+
+    from course_lib.notebook.checks import check, get_exercise
+    check(name, WRONG[name][mistake])
+    message = " ".join(capsys.readouterr().out.split())  # as printed, unwrapped
+    where = message.split("hint:")[0]
+    missing = [a for a in ARGUMENTS_SHOWN[name] if not re.search(rf"\b{a}\b", where)]
+    assert not missing, f"{name} ({mistake}): the message does not name {missing}: {where}"
+    outputs = get_exercise(name).outputs
+    if isinstance(outputs, str) and "{i}" in outputs:
+        assert re.search(re.escape(outputs).replace(r"\{i\}", r"\d+") + ":", where), where
+    elif outputs is not None:
+        names = [outputs] if isinstance(outputs, str) else list(outputs)
+        assert any(f"{n}:" in where for n in names) or "outputs (" in where or "raised" in where, where
+    assert "item " not in where, where
+
+
+def test_the_mask_count_message_reads_as_the_issue_asks(capsys):
+    from course_lib.notebook.checks import check
+    check("mask_count", WRONG["mask_count"]["ceil instead of floor"])
+    message = " ".join(capsys.readouterr().out.split())
+    assert re.search(r"case \d+ \(n=\d+, steps=\d+, schedule='\w+'\): masked count after step=\d+: "
+                     r"expected \d+, got \d+", message), message

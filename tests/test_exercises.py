@@ -31,7 +31,9 @@ def test_fail_prints_case_and_hint_and_returns_the_reference(capsys):
 
     used = check("patchify", wrong)
     out = capsys.readouterr().out
-    assert out.startswith("FAIL patchify: case 1") and "hint:" in out and "using the course_lib reference" in out
+    assert out.startswith("FAIL patchify: case 1 (images=tensor (1, 1, 4, 4), patch_size=2): patches: ")
+    assert "hint:" in out and "use the course_lib reference" in out and "run that cell, then this one again" in out
+    assert max(len(line) for line in out.splitlines()) <= exercises.WIDTH
     assert used is not wrong and used.__course_reference__ == "patchify"
     images = torch.rand(1, 3, 4, 4)
     assert torch.equal(used(images, 2), exercises.get_exercise("patchify").reference(images, 2))
@@ -42,7 +44,10 @@ def test_stub_is_not_implemented(capsys):
         raise NotImplementedError()
 
     used = check("patchify", stub)
-    assert capsys.readouterr().out.startswith("NOT IMPLEMENTED patchify")
+    out = capsys.readouterr().out
+    assert out.startswith("NOT IMPLEMENTED patchify")
+    said = " ".join(out.split())  # unwrapped: where to write, and what to run again
+    assert "write the body of `def patchify(...)` in the cell above" in said and "then this one again" in said
     assert used.__course_reference__ == "patchify"
 
 
@@ -94,7 +99,8 @@ def test_check_seed_changes_the_cases(monkeypatch):
     ([1, 2], torch.zeros(2), "expected a tensor"),
     (torch.tensor([float("nan")]), torch.tensor([1.0]), "NaN"),
     ((torch.zeros(1),), (torch.zeros(1), torch.zeros(1)), "sequence of 2"),
-    ({"a": 1.0}, {"a": 2.0}, "key 'a'"),
+    ({"a": 1.0}, {"a": 2.0}, "a: expected 2"),
+    (torch.tensor(1.0), torch.tensor(2.0), "expected 2, got 1"),
     (np.zeros(2), np.ones(2), "max abs difference"),
     ("x", 1.0, "expected a number"),
     (3.0, 3.5, "expected 3.5"),
@@ -116,3 +122,19 @@ def test_registry_rejects_a_name_in_two_lessons():
     clash = Exercise(name="patchify", lesson="other", reference=ex.reference, make_cases=lambda g: [Case()], hint="")
     with pytest.raises(ValueError, match="registered twice"):
         exercises.register(clash)
+
+
+def test_cases_name_their_arguments_and_hide_the_checks_own():
+    case = Case((torch.zeros(2, 3), torch.tensor([1, 2]), 0.5, "cosine"), {"_upstream": torch.zeros(1), "seed": 3},
+                names=("x", "keep"))
+    assert case.describe() == "x=tensor (2, 3), keep=tensor [1, 2], argument 3=0.5, argument 4='cosine', seed=3"
+    assert Case((1,), label="one whole decoding").describe() == "one whole decoding"
+
+
+def test_outputs_are_named_one_per_item_or_by_a_template():
+    ex = exercises.get_exercise("interpolant")
+    assert ex.differ((torch.zeros(2), torch.ones(2)), (torch.zeros(2), torch.zeros(2))).startswith("velocity: ")
+    assert ex.differ(torch.zeros(2), (torch.zeros(2), torch.zeros(2))).startswith("expected 2 outputs (x_t, velocity)")
+    counts = exercises.get_exercise("mask_count")
+    assert counts.differ([3, 2, 0], [3, 1, 0]) == "masked count after step=1: expected 1, got 2"
+    assert exercises.get_exercise("mask_count").make_cases(torch.Generator())[0].names == ("n", "steps", "schedule")

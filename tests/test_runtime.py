@@ -43,6 +43,22 @@ def test_pick_device_prefers_available_and_rejects_unknown(monkeypatch):
     assert "torch" in runtime.describe()
 
 
+def test_one_thread_policy_set_by_describe(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("COURSE_THREADS", raising=False)
+        torch.set_num_threads(2)
+        assert ", 1 CPU thread |" in runtime.describe() and torch.get_num_threads() == 1
+        monkeypatch.setenv("COURSE_THREADS", "2")
+        assert ", 2 CPU threads |" in runtime.describe() and torch.get_num_threads() == 2
+        for bad in ("0", "two", "-1"):
+            monkeypatch.setenv("COURSE_THREADS", bad)
+            with pytest.raises(ValueError, match="COURSE_THREADS|positive int"):
+                runtime.use_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_seeding_repeats_and_validates():
     seed_everything(3)
     a = torch.rand(4)

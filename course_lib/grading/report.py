@@ -249,7 +249,7 @@ def summary(rows: list[Row]) -> str:
         mine = [r for r in rows if r.submission == total.submission]
         results = ", ".join(f"{r.exercise or '-'} {r.status}" for r in mine)
         score = f"{_number(total.points)}/{_number(total.max_points)}"
-        lines.append(f"{total.submission[-44:]:<44} {total.lesson:<24} {score:>7}  {results} | {mine[0].notebook}")
+        lines.append(f"{(total.submission if len(total.submission) <= 44 else '…' + total.submission[-43:]):<44} {total.lesson:<24} {score:>7}  {results} | {mine[0].notebook}")
     counts = ", ".join(f"{s} {sum(r.status == s for r in rows)}" for s in STATUSES if any(r.status == s for r in rows))
     lines.append(f"{len(totals(rows))} submissions, {len(rows)} rows: {counts}")
     return "\n".join(lines)

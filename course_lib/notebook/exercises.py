@@ -4,20 +4,26 @@ Every exercise in the course is a function. The cell after it calls :func:`check
 
 1. builds a few small cases from a seeded generator (the grader draws fresh ones with another seed),
 2. runs the reference and the student's function on copies of each case and compares the outputs,
-3. prints ``PASS``, ``FAIL`` (with the failing case and a hint) or ``NOT IMPLEMENTED``,
+3. prints ``PASS``, ``FAIL`` (the failing case with each argument by name, the output that differs by
+   name, and a hint) or ``NOT IMPLEMENTED`` (with where to write the code and what to run again),
 4. records the result (in memory, and as a JSON line in ``$COURSE_RESULTS_FILE`` when it is set),
 5. hands back what the rest of the notebook should use: the student's function when it passes,
    otherwise the reference, with a visible note, so a student never dead-ends.
 
 Lesson modules register their exercises with :func:`register`; ``course_lib.notebook.checks`` imports
 them all and is what notebooks and the grader import (``from course_lib.notebook.checks import check``).
+This module is the one place that words a verdict for every lesson: :meth:`Case.describe` names each
+argument (``n=64, steps=32, schedule='cosine'``), :meth:`Exercise.differ` names each output
+(``velocity: values differ ...``) and :func:`_message` says what to do next.
 """
 from __future__ import annotations
 
 import copy
 import functools
+import inspect
 import json
 import os
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -27,26 +33,41 @@ import torch
 RESULTS_ENV = "COURSE_RESULTS_FILE"
 CHECK_SEED_ENV = "COURSE_CHECK_SEED"
 STATUSES = ("pass", "fail", "not implemented")
+WIDTH = 100  # columns of a printed verdict: it fits a notebook cell
 
 
 @dataclass
 class Case:
-    """One call of an exercise function: positional and keyword arguments plus a short label."""
+    """One call of an exercise function: positional and keyword arguments, their names, an optional label.
+
+    ``names`` are the positional arguments' names as the student's function calls them; :func:`register`
+    fills them in from the exercise, so a case describes itself as ``data=tensor (5, 2), t=...``.
+    A ``label`` replaces that description where the arguments are built by the exercise's ``run``.
+    """
 
     args: tuple = ()
     kwargs: dict = field(default_factory=dict)
     label: str = ""
+    names: tuple = ()
 
     def describe(self) -> str:
         if self.label:
             return self.label
-        parts = [_short(a) for a in self.args] + [f"{k}={_short(v)}" for k, v in self.kwargs.items()]
+        names = list(self.names) + [f"argument {i + 1}" for i in range(len(self.names), len(self.args))]
+        parts = [f"{n}={_short(a)}" for n, a in zip(names, self.args)]
+        # keyword arguments that start with "_" belong to the check (an upstream gradient), not the function
+        parts += [f"{k}={_short(v)}" for k, v in self.kwargs.items() if not k.startswith("_")]
         return ", ".join(parts)
 
 
 @dataclass(frozen=True)
 class Exercise:
-    """An exercise: its reference, how to draw cases, how to run and compare, and a hint."""
+    """An exercise: its reference, how to draw cases, how to run and compare, a hint, and names.
+
+    ``arguments`` names the positional arguments of a case (default: the reference's parameters);
+    ``outputs`` names what the function returns: one name, one name per item of a returned tuple, or a
+    template with ``{i}`` for a returned list (``"masked count after step={i}"``).
+    """
 
     name: str
     lesson: str
@@ -56,6 +77,13 @@ class Exercise:
     run: Callable[[Callable, Case], Any] | None = None  # default: fn(*args, **kwargs)
     compare: Callable[[Any, Any], str | None] | None = None  # default: compare_outputs
     points: int = 1
+    arguments: tuple | None = None
+    outputs: str | tuple | None = None
+
+    def __post_init__(self):
+        if self.arguments is None:
+            object.__setattr__(self, "arguments", _parameter_names(self.reference))
+        object.__setattr__(self, "make_cases", _naming(self.make_cases, tuple(self.arguments)))
 
     def call(self, fn: Callable, case: Case) -> Any:
         case = copy.deepcopy(case)  # a function that edits its input in place must not spoil the next call
@@ -64,7 +92,50 @@ class Exercise:
         return fn(*case.args, **case.kwargs)
 
     def differ(self, got: Any, expected: Any) -> str | None:
-        return (self.compare or compare_outputs)(got, expected)
+        """None when ``got`` matches ``expected``, else why not, naming the output that differs."""
+        compare = self.compare or compare_outputs
+        names = self.outputs
+        if names is None:
+            return compare(got, expected)
+        if isinstance(names, str) and "{i}" not in names:
+            problem = compare(got, expected)
+            return None if problem is None else f"{names}: {problem}"
+        if not isinstance(expected, (tuple, list)):
+            raise TypeError(f"exercise {self.name!r} names several outputs {names!r}, but its reference "
+                            f"returned {_short(expected)}")
+        labels = [names.format(i=i) if isinstance(names, str) else names[i] for i in range(len(expected))]
+        if not isinstance(got, (tuple, list)) or len(got) != len(expected):
+            wanted = f"({', '.join(labels)})" if len(labels) <= 4 else f"a list of {len(labels)}"
+            return f"expected {len(expected)} outputs {wanted}, got {_short(got)}"
+        for label, g, e in zip(labels, got, expected):
+            problem = compare(g, e)
+            if problem is not None:
+                return f"{label}: {problem}"
+        return None
+
+
+def _parameter_names(fn: Callable) -> tuple:
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return ()
+    return tuple(p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def _naming(make_cases: Callable, names: tuple) -> Callable:
+    """``make_cases`` whose cases carry the argument names (once: wrapping twice changes nothing)."""
+    if getattr(make_cases, "__names__", None) == names:
+        return make_cases
+
+    @functools.wraps(make_cases)
+    def named(generator: torch.Generator) -> list[Case]:
+        cases = make_cases(generator)
+        for case in cases:
+            case.names = case.names or names
+        return cases
+
+    named.__names__ = names
+    return named
 
 
 @dataclass(frozen=True)
@@ -159,12 +230,24 @@ def _record(result: CheckResult) -> None:
 
 
 def _message(result: CheckResult, exercise: Exercise) -> str:
+    """The verdict as a student reads it, in lines of at most WIDTH columns."""
+    name = exercise.name
     if result.status == "pass":
-        return f"PASS {result.exercise}: {result.reason}."
-    note = f"\n  -> using the course_lib reference for `{exercise.name}` so the rest of the notebook runs."
+        return _wrap(f"PASS {name}: {result.reason}.")
     if result.status == "not implemented":
-        return f"NOT IMPLEMENTED {result.exercise}: not implemented yet.{note}"
-    return f"FAIL {result.exercise}: {result.reason}\n  hint: {exercise.hint}{note}"
+        lines = [f"NOT IMPLEMENTED {name}: `{name}` still raises NotImplementedError.",
+                 f"next: write the body of `def {name}(...)` in the cell above, in place of "
+                 f"`raise NotImplementedError()`; run that cell, then this one again."]
+    else:
+        lines = [f"FAIL {name}: {result.reason}", f"hint: {exercise.hint}",
+                 f"next: fix `def {name}(...)` in the cell above, run that cell, then this one again."]
+    lines.append(f"-> meanwhile the cells below use the course_lib reference for `{name}`.")
+    return "\n".join([_wrap(lines[0])] + [_wrap(line, indent="  ") for line in lines[1:]])
+
+
+def _wrap(text: str, indent: str = "") -> str:
+    return textwrap.fill(text, WIDTH, initial_indent=indent, subsequent_indent=indent + "    ",
+                         break_long_words=False, break_on_hyphens=False)
 
 
 def _fallback(exercise: Exercise) -> Callable:
@@ -200,7 +283,7 @@ def compare_outputs(got: Any, expected: Any, rtol: float = 1e-4, atol: float = 1
         for key in expected:
             problem = compare_outputs(got[key], expected[key], rtol, atol)
             if problem is not None:
-                return f"key {key!r}: {problem}"
+                return f"{key}: {problem}"
         return None
     if isinstance(expected, (int, float)) and not isinstance(expected, bool):
         if isinstance(got, torch.Tensor) and got.numel() == 1:
@@ -230,6 +313,8 @@ def _compare_tensors(got: Any, expected: torch.Tensor, rtol: float, atol: float)
         return "output contains NaN"
     diff = (got - expected).abs()
     bad = diff > atol + rtol * expected.abs()
+    if bad.any() and expected.ndim == 0:
+        return f"expected {expected.item():.5g}, got {got.item():.5g}"
     if bad.any():
         where = tuple(int(i) for i in bad.nonzero()[0])
         return (f"values differ: max abs difference {diff.max().item():.3g}; at {where} "
@@ -238,9 +323,24 @@ def _compare_tensors(got: Any, expected: torch.Tensor, rtol: float, atol: float)
 
 
 def _short(value: Any) -> str:
+    """A short readable form: a tensor's shape (or its values, when it has a few), a list's items."""
     if isinstance(value, torch.Tensor):
-        return f"tensor{tuple(value.shape)}"
+        if value.ndim == 0:
+            return _number(value.item())
+        if value.ndim == 1 and len(value) <= 6:
+            return "tensor [" + ", ".join(_number(v) for v in value.tolist()) + "]"
+        return f"tensor {tuple(value.shape)}"
     if isinstance(value, np.ndarray):
-        return f"array{value.shape}"
-    text = repr(value)
+        return f"array {value.shape}"
+    if isinstance(value, (list, tuple)) and any(isinstance(v, (torch.Tensor, np.ndarray)) for v in value):
+        items = ", ".join(_short(v) for v in value)
+        return f"[{items}]" if isinstance(value, list) else f"({items})"
+    text = _number(value) if isinstance(value, float) else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _number(value: Any) -> str:
+    if not isinstance(value, float):
+        return repr(value)
+    text = f"{value:.4g}"
+    return text if any(c in text for c in ".einf") else text + ".0"  # 1.0, not 1: a float stays a float

@@ -30,9 +30,9 @@ def shipped_or_live(name: str, train_fn: Callable[[], nn.Module], device=None,
         recorded = (metadata.get("test_metrics") or {}).get("psnr")
         print(f"loaded shipped {path.name}: {metadata.get('steps', '?')} training steps on "
               f"{metadata.get('train_images', '?')} {metadata.get('data', '')} images"
-              + (f", test PSNR recorded at training time {recorded:.2f} dB" if recorded else ""))
+              + (f"\n  test PSNR recorded at training time {recorded:.2f} dB" if recorded else ""))
         return load_model(path, device), "shipped"
-    print(f"NOTE: {name}.pt is not in {folder} (`make checkpoints` makes it); training a short stand-in live instead")
+    print(f"NOTE: {name}.pt is not in {folder}\n  (`make checkpoints` makes it): training a short stand-in live instead")
     return train_fn().eval(), "live"
 
 

@@ -18,12 +18,13 @@ def _cases(g: torch.Generator) -> list[Case]:
     for n, h, w, c in [(1, 4, 4, 3), (2, 5, 3, 1), (3, 8, 6, 3)]:
         images = torch.randint(0, 256, (n, h, w, c), generator=g, dtype=torch.uint8)
         images[0, 0, 0, 0], images[-1, -1, -1, -1] = 0, 255  # both ends of the range appear
-        cases.append(Case((images,), label=f"uint8 images (N, H, W, C) = {(n, h, w, c)}"))
+        cases.append(Case((images,)))
     return cases
 
 
 register(Exercise(
     name="uint8_to_float", lesson=LESSON, reference=uint8_to_float, make_cases=_cases,
-    hint="move channels first with .permute(0, 3, 1, 2), convert with .float(), and divide by 255 (not 256) "
-         "so that 255 maps to exactly 1.0",
+    outputs="images",
+    hint="three changes: the channel axis moves from last to second place (a reorder of axes, not a reshape), "
+         "the values become floats, and they are scaled so that 255 maps to exactly 1.0",
 ))

@@ -17,15 +17,19 @@ def _pairs(g: torch.Generator) -> list[Case]:
         # errors differ per image, so pooling the batch before the log gives a different answer
         scale = noise * torch.linspace(0.2, 1.0, shape[0])[:, None, None, None]
         reconstruction = (images + scale * torch.randn(*shape, generator=g)).clamp(0, 1)
-        cases.append(Case((reconstruction, images), label=f"reconstruction and images {shape}"))
+        cases.append(Case((reconstruction, images)))
     return cases
 
 
 register(Exercise(
     name="reconstruction_loss", lesson=LESSON, reference=reconstruction_loss, make_cases=_pairs,
-    hint="the mean (not the sum) of the squared differences over every element: ((x - y) ** 2).mean()",
+    outputs="loss",
+    hint="the mean (not the sum) of the squared differences, over every element of the batch: one number",
 ))
 register(Exercise(
     name="psnr", lesson=LESSON, reference=psnr, make_cases=_pairs,
-    hint="one value per image: MSE over (C, H, W) of each image, then 10 * log10(1 / mse) for images in [0, 1]",
+    arguments=("reconstruction", "images"), outputs="psnr per image",
+    hint="one value per image, in decibels: the mean squared error over each image's channels and pixels, "
+         "against the peak value 1 of images in [0, 1], on a base-10 logarithmic scale (10 dB per factor of 10 "
+         "in the MSE)",
 ))

@@ -15,7 +15,7 @@ def _nearest_cases(g: torch.Generator) -> list[Case]:
         d = z_shape[-1]
         z = torch.randn(*z_shape, generator=g)
         codebook = torch.randn(k, d, generator=g) * torch.rand(k, 1, generator=g) * 3  # codes of unequal norms
-        cases.append(Case((z, codebook), label=f"z {z_shape}, codebook {(k, d)}"))
+        cases.append(Case((z, codebook)))
     return cases
 
 
@@ -24,7 +24,7 @@ def _pair_cases(g: torch.Generator) -> list[Case]:
     for shape in [(3, 2), (2, 4, 3, 3), (5, 8)]:
         z, z_q = torch.randn(*shape, generator=g), torch.randn(*shape, generator=g)
         upstream = torch.randn(*shape, generator=g)  # the gradient arriving from the decoder
-        cases.append(Case((z, z_q), {"_upstream": upstream}, label=f"z and z_q {shape}"))
+        cases.append(Case((z, z_q), {"_upstream": upstream}))
     return cases
 
 
@@ -36,7 +36,7 @@ def _run_straight_through(fn, case: Case):
 
 
 def _vq_loss_cases(g: torch.Generator) -> list[Case]:
-    return [Case(c.args, {"beta": beta}, label=f"{c.label}, beta={beta}")
+    return [Case(c.args, {"beta": beta})
             for c, beta in zip(_pair_cases(g), (0.25, 0.5, 1.0))]
 
 
@@ -57,17 +57,19 @@ def _grad(t: torch.Tensor) -> torch.Tensor:
 
 register(Exercise(
     name="nearest_code", lesson=LESSON, reference=nearest_code, make_cases=_nearest_cases,
-    hint="flatten z to (N, D), compute ||z||^2 - 2 z e^T + ||e||^2 with one matmul, argmin over the K codes, "
-         "and reshape the indices to z.shape[:-1]",
+    outputs="indices",
+    hint="every vector of z, whatever its leading axes, looks for the code at the smallest Euclidean distance; "
+         "expanding the squared distance compares all vectors with all codes in one matrix product, and the "
+         "indices keep the shape of z without its last axis",
 ))
 register(Exercise(
     name="straight_through", lesson=LESSON, reference=straight_through, make_cases=_pair_cases,
     run=_run_straight_through,
-    hint="return z + (z_q - z).detach(): the value is z_q, and the gradient flows to z as if quantization were the "
-         "identity; z_q itself gets no gradient from this path",
+    hint="the value going forward is z_q, while the gradient reaches z unchanged, as if quantization were the "
+         "identity; z_q itself gets no gradient from this path (stop the gradient of a difference)",
 ))
 register(Exercise(
     name="vq_loss", lesson=LESSON, reference=vq_loss, make_cases=_vq_loss_cases, run=_run_vq_loss,
-    hint="codebook loss = mse(z_q, z.detach()) moves only the codes; commitment loss = beta * mse(z, z_q.detach()) "
-         "moves only the encoder (beta belongs on the commitment term)",
+    hint="two mean squared errors between z and z_q, each with the gradient stopped on one side: the codebook "
+         "loss moves only the codes, the commitment loss only the encoder, and beta weighs the commitment term",
 ))

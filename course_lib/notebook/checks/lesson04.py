@@ -14,8 +14,7 @@ def _quantize_cases(g: torch.Generator) -> list[Case]:
     cases = []
     for levels in _LEVELS:
         z = torch.randn(5, len(levels), generator=g) * 2
-        cases.append(Case((z, levels), {"_upstream": torch.randn(5, len(levels), generator=g)},
-                          label=f"z {(5, len(levels))}, levels={levels}"))
+        cases.append(Case((z, levels), {"_upstream": torch.randn(5, len(levels), generator=g)}))
     return cases
 
 
@@ -31,7 +30,7 @@ def _index_cases(g: torch.Generator) -> list[Case]:
     for levels in _LEVELS:
         size = int(torch.tensor(levels).prod())
         indices = torch.randint(size, (2, 6), generator=g)
-        cases.append(Case((indices_to_codes(indices, levels), levels), label=f"codes {(2, 6, len(levels))}, levels={levels}"))
+        cases.append(Case((indices_to_codes(indices, levels), levels)))
     return cases
 
 
@@ -40,20 +39,26 @@ def _code_cases(g: torch.Generator) -> list[Case]:
     for levels in _LEVELS:
         size = int(torch.tensor(levels).prod())
         indices = torch.cat([torch.tensor([0, size - 1]), torch.randint(size, (10,), generator=g)])
-        cases.append(Case((indices, levels), label=f"indices {(12,)}, levels={levels}"))
+        cases.append(Case((indices, levels)))
     return cases
 
 
 register(Exercise(
     name="fsq_quantize", lesson=LESSON, reference=quantize, make_cases=_quantize_cases, run=_run_quantize,
-    hint="half_l = (L - 1) * (1 + 1e-3) / 2, offset = 0.5 for even L else 0, shift = atanh(offset / half_l); "
-         "bounded = tanh(z + shift) * half_l - offset; round with z + (z.round() - z).detach(); divide by L // 2",
+    hint="bound each channel to its own number of levels with a tanh (an even number of levels needs a "
+         "half-step offset so that the grid is symmetric), round to the nearest level with a straight-through "
+         "gradient, and rescale so that the codes lie in [-1, 1]",
 ))
 register(Exercise(
     name="codes_to_indices", lesson=LESSON, reference=codes_to_indices, make_cases=_index_cases,
-    hint="digits = codes * (L // 2) + L // 2 are integers in [0, L); index = sum(digit_i * prod(levels[:i]))",
+    outputs="indices",
+    hint="each channel's code, shifted and scaled, is an integer digit from zero to its level count minus one; "
+         "the index reads the digits as one number whose base changes per channel, the first channel the least "
+         "significant",
 ))
 register(Exercise(
     name="indices_to_codes", lesson=LESSON, reference=indices_to_codes, make_cases=_code_cases,
-    hint="digit_i = (index // prod(levels[:i])) % levels[i]; codes = (digit - L // 2) / (L // 2) as floats",
+    outputs="codes",
+    hint="undo codes_to_indices: peel off one digit per channel (the remainder by that channel's level count, "
+         "then divide down), then shift and scale each digit back to a float code in [-1, 1]",
 ))

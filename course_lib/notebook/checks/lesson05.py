@@ -15,18 +15,22 @@ def _moments(g: torch.Generator, shape) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _reparameterize_cases(g: torch.Generator) -> list[Case]:
-    return [Case((*_moments(g, s), torch.randn(*s, generator=g)), label=f"mean, logvar, noise {s}") for s in _SHAPES]
+    return [Case((*_moments(g, s), torch.randn(*s, generator=g))) for s in _SHAPES]
 
 
 def _kl_cases(g: torch.Generator) -> list[Case]:
-    return [Case(_moments(g, s), label=f"mean and logvar {s}") for s in _SHAPES]
+    return [Case(_moments(g, s)) for s in _SHAPES]
 
 
 register(Exercise(
     name="reparameterize", lesson=LESSON, reference=reparameterize, make_cases=_reparameterize_cases,
-    hint="std = exp(logvar / 2) (logvar is the log of the variance); sample = mean + std * noise",
+    outputs="sample",
+    hint="logvar is the log of the variance, so the standard deviation is its exponential at half strength; "
+         "the sample is the mean plus the noise scaled by that standard deviation",
 ))
 register(Exercise(
     name="gaussian_kl", lesson=LESSON, reference=gaussian_kl, make_cases=_kl_cases,
-    hint="0.5 * (mean^2 + exp(logvar) - 1 - logvar) per element, summed over (C, H, W), then averaged over the batch",
+    outputs="kl",
+    hint="the closed-form KL divergence of each latent element's Gaussian from the standard normal, summed "
+         "over the latent's channels and positions, then averaged over the batch",
 ))

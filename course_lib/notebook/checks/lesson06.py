@@ -21,7 +21,7 @@ def _hinge_cases(g: torch.Generator) -> list[Case]:
         # logits on both sides of the hinges at +-1, with real and fake batches of different sizes
         real = torch.randn(*shape, generator=g) * scale + 0.5
         fake = torch.randn(shape[0] + 1, *shape[1:], generator=g) * scale - 0.3
-        cases.append(Case((real, fake), label=f"logits_real {tuple(real.shape)}, logits_fake {tuple(fake.shape)}"))
+        cases.append(Case((real, fake)))
     return cases
 
 
@@ -31,8 +31,8 @@ def _adaptive_cases(g: torch.Generator) -> list[Case]:
         parts = {"inputs": torch.randn(batch, width, generator=g), "weight": torch.randn(out, width, generator=g),
                  "before": torch.randn(width, width, generator=g) / width ** 0.5,
                  "targets": torch.randn(batch, out, generator=g), "critic": torch.randn(out, generator=g) * gan_scale}
-        cases.append(Case((), parts, label=f"a two-layer decoder, last layer {(out, width)}, "
-                                           f"GAN gradient scaled by {gan_scale:g}"))
+        cases.append(Case((), parts, label=f"rec_loss and gan_loss of a two-layer decoder, "
+                                           f"last_layer=tensor {(out, width)}, GAN gradient scaled by {gan_scale:g}"))
     return cases
 
 
@@ -54,22 +54,27 @@ def _feature_cases(g: torch.Generator) -> list[Case]:
         # unequal norms per position, so that forgetting the normalization shows
         fx = [torch.randn(*s, generator=g) * torch.rand(s[0], 1, *s[2:], generator=g) * 4 for s in shapes]
         fy = [f + torch.randn(f.shape, generator=g) for f in fx]
-        cases.append(Case((fx, fy), label=f"{len(shapes)} layer(s) of shapes {shapes}"))
+        cases.append(Case((fx, fy)))
     return cases
 
 
 register(Exercise(
     name="hinge_losses", lesson=LESSON, reference=hinge_losses, make_cases=_hinge_cases,
+    outputs=("discriminator loss", "generator loss"),
     hint="the discriminator pays only for real logits below +1 and fake logits above -1 (a hinge on each, "
          "averaged over its own batch, the two halved together); the generator simply wants the fake logits high",
 ))
 register(Exercise(
     name="adaptive_weight", lesson=LESSON, reference=adaptive_weight, make_cases=_adaptive_cases, run=_run_adaptive,
-    hint="compare how hard each loss pulls on the decoder's last layer: the norm of each loss's gradient with "
-         "respect to that weight (keep the graph for the second), rec over gan with delta below; a weight, not a loss",
+    hint="weigh the two losses by how hard each pulls on the decoder's last layer: the size (norm) of each "
+         "loss's gradient with respect to that layer's weight, reconstruction over GAN, kept finite by delta "
+         "when the GAN gradient vanishes. Both gradients come from one graph, so the first must not free it; "
+         "the result is a number to multiply by, through which no gradient flows",
 ))
 register(Exercise(
     name="perceptual_distance", lesson=LESSON, reference=perceptual_distance, make_cases=_feature_cases,
-    hint="only the direction of each position's feature vector counts: unit-normalize it across channels first; "
-         "then squared differences, summed over channels, averaged over positions, added over layers, one per image",
+    outputs="distance per image",
+    hint="only the direction of each position's feature vector counts, so give it unit length across the "
+         "channels first; the distance is then summed over channels and layers and averaged over the positions "
+         "of a layer: one number per image",
 ))

@@ -19,7 +19,7 @@ def _loss_cases(g: torch.Generator) -> list[Case]:
     for b, n, k in [(2, 5, 7), (3, 9, 16), (4, 17, 32)]:
         logits = torch.randn(b, n, k, generator=g) * 2
         sequence = torch.randint(k, (b, n), generator=g)
-        cases.append(Case((logits, sequence), label=f"logits {(b, n, k)}, sequence {(b, n)}"))
+        cases.append(Case((logits, sequence)))
     return cases
 
 
@@ -28,8 +28,7 @@ def _step_cases(g: torch.Generator) -> list[Case]:
     for b, k, temperature, top_k in [(64, 16, 1.0, None), (64, 16, 0.5, 4), (128, 50, 2.0, 10), (64, 8, 1.0, 1)]:
         logits = torch.randn(b, k, generator=g) * 3
         seed = int(torch.randint(2**31, (1,), generator=g))
-        cases.append(Case((logits, temperature, top_k), {"seed": seed},
-                          label=f"logits {(b, k)}, temperature {temperature}, top_k {top_k}"))
+        cases.append(Case((logits, temperature, top_k), {"seed": seed}))
     return cases
 
 
@@ -39,21 +38,25 @@ def _run_step(fn, case: Case):
 
 
 def _cfg_cases(g: torch.Generator) -> list[Case]:
-    return [Case((torch.randn(b, k, generator=g), torch.randn(b, k, generator=g), scale),
-                 label=f"cond, uncond {(b, k)}, scale {scale}") for b, k, scale in [(2, 8, 3.0), (4, 16, 1.5), (3, 5, 0.0)]]
+    return [Case((torch.randn(b, k, generator=g), torch.randn(b, k, generator=g), scale))
+            for b, k, scale in [(2, 8, 3.0), (4, 16, 1.5), (3, 5, 0.0)]]
 
 
 register(Exercise(
-    name="next_token_loss", lesson=LESSON, reference=next_token_loss, make_cases=_loss_cases,
-    hint="logits[:, i] predicts sequence[:, i + 1]: drop the last position of the logits and the first token "
-         "of the targets, then one F.cross_entropy over all (B * (N - 1)) positions",
+    name="next_token_loss", lesson=LESSON, reference=next_token_loss, make_cases=_loss_cases, outputs="loss",
+    hint="each position's logits guess the token that comes next, so the targets are the sequence shifted "
+         "by one: the last position has nothing left to predict and the first token is never predicted. "
+         "One cross-entropy, averaged over every predicted position of every sequence",
 ))
 register(Exercise(
     name="sample_step", lesson=LESSON, reference=sample_step, make_cases=_step_cases, run=_run_step,
-    hint="divide the logits by the temperature; set every logit below the k-th largest to -inf "
-         "(logits.topk(k).values[:, -1:]); softmax; torch.multinomial(probs, 1, generator=generator)[:, 0]",
+    outputs="sampled token ids",
+    hint="the temperature rescales the logits (below 1 sharper, above 1 flatter); top-k gives every token "
+         "outside a row's k largest logits probability zero (no top_k: keep them all); then one draw per row "
+         "from the resulting distribution, with the generator you are given, as an index into the vocabulary",
 ))
 register(Exercise(
-    name="cfg_logits", lesson=LESSON, reference=cfg_logits, make_cases=_cfg_cases,
-    hint="start from the unconditional logits and move scale times the step from unconditional to conditional",
+    name="cfg_logits", lesson=LESSON, reference=cfg_logits, make_cases=_cfg_cases, outputs="guided logits",
+    hint="start from the unconditional logits and move scale times the step from unconditional to "
+         "conditional: scale 0 gives the unconditional logits back, scale 1 the conditional ones",
 ))

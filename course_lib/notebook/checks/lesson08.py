@@ -45,18 +45,23 @@ def _remask_cases(g: torch.Generator) -> list[Case]:
         is_masked[:, 0] = True  # every row has a masked position
         masked_now = is_masked.sum(1)  # (B,)
         keep = (torch.rand(b, generator=g) * masked_now).long()  # (B,) in [0, masked_now)
-        cases.append(Case((sampled, confidence, is_masked, keep, mask_id),
-                          label=f"sampled {(b, n)}, keep_masked {keep.tolist()}, mask_id {mask_id}"))
+        cases.append(Case((sampled, confidence, is_masked, keep, mask_id)))
     return cases
 
 
 register(Exercise(
     name="mask_count", lesson=LESSON, reference=mask_count, make_cases=_count_cases, run=_run_counts,
-    hint="floor(n * mask_ratio((step + 1) / steps, schedule) + 1e-9), then at least steps - 1 - step "
-         "(one token for each later step), at most masked_now - 1 (this step reveals one), and never below 0",
+    arguments=("n", "steps", "schedule"), outputs="masked count after step={i}",
+    hint="the check runs whole decodings, each step given the count your function returned for the step "
+         "before. The schedule gives the fraction still masked at a progress; after this step, this step "
+         "counts as done (the last step ends at full progress). Round that count down, then two limits: one "
+         "masked token left for every step still to come, and at least one token revealed in this step; "
+         "never below zero",
 ))
 register(Exercise(
-    name="remask", lesson=LESSON, reference=remask, make_cases=_remask_cases,
-    hint="give the known positions (~is_masked) confidence +inf; rank each row's confidences from the lowest "
-         "(argsort of argsort); the keep_masked[b] lowest ranks of row b become mask_id, all else keeps its sample",
+    name="remask", lesson=LESSON, reference=remask, make_cases=_remask_cases, outputs="remasked tokens",
+    hint="only positions still masked compete: a known token is never masked again, whatever its confidence. "
+         "In each row, that row's keep_masked least confident masked positions go back to mask_id and every "
+         "other position keeps its sample; you need each position's rank within its row, not only the order "
+         "of the row",
 ))

@@ -16,7 +16,7 @@ def _interpolant_cases(g: torch.Generator) -> list[Case]:
         data, noise = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
         t = torch.rand(shape[0], generator=g)
         t[0] = 0.05  # near the data end, where a swapped convention is far off
-        cases.append(Case((data, noise, t), label=f"data, noise {shape}, t ({shape[0]},)"))
+        cases.append(Case((data, noise, t)))
     return cases
 
 
@@ -24,26 +24,30 @@ def _euler_cases(g: torch.Generator) -> list[Case]:
     cases = []
     for shape, t, t_next in [((6, 2), 1.0, 0.75), ((3, 4, 8, 8), 0.5, 0.4375), ((2, 3, 4, 4), 0.25, 0.0)]:
         x, velocity = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
-        cases.append(Case((x, velocity, t, t_next), label=f"x, velocity {shape}, t {t} -> t_next {t_next}"))
+        cases.append(Case((x, velocity, t, t_next)))
     return cases
 
 
 def _cfg_cases(g: torch.Generator) -> list[Case]:
-    return [Case((torch.randn(shape, generator=g), torch.randn(shape, generator=g), scale),
-                 label=f"cond, uncond {shape}, scale {scale}")
+    return [Case((torch.randn(shape, generator=g), torch.randn(shape, generator=g), scale))
             for shape, scale in [((2, 4, 8, 8), 3.0), ((5, 2), 1.5), ((3, 4, 2, 2), 0.0)]]
 
 
 register(Exercise(
     name="interpolant", lesson=LESSON, reference=interpolant, make_cases=_interpolant_cases,
-    hint="t = 0 is data and t = 1 is noise: x_t = (1 - t) data + t noise; the velocity d x_t / dt is noise - data. "
-         "Reshape t (B,) to (B, 1, ..., 1) so it broadcasts over any data shape",
+    outputs=("x_t", "velocity"),
+    hint="t = 0 is the data end and t = 1 the noise end; x_t runs along the straight line between the two "
+         "at constant speed, and the velocity is the derivative of x_t with respect to t (the same for every "
+         "t). t holds one time per example, shape (B,): give it singleton axes so that it lines up with data "
+         "of any shape",
 ))
 register(Exercise(
-    name="euler_step", lesson=LESSON, reference=euler_step, make_cases=_euler_cases,
-    hint="x moves by the velocity times the change in time, t_next - t (negative when sampling towards the data)",
+    name="euler_step", lesson=LESSON, reference=euler_step, make_cases=_euler_cases, outputs="x at t_next",
+    hint="follow the velocity for the time that passes from t to t_next, a signed amount: negative when "
+         "sampling runs from the noise (t = 1) towards the data (t = 0)",
 ))
 register(Exercise(
-    name="cfg_velocity", lesson=LESSON, reference=cfg_velocity, make_cases=_cfg_cases,
-    hint="start from the unconditional velocity and move scale times the step from unconditional to conditional",
+    name="cfg_velocity", lesson=LESSON, reference=cfg_velocity, make_cases=_cfg_cases, outputs="guided velocity",
+    hint="start from the unconditional velocity and move scale times the step from unconditional to "
+         "conditional: scale 0 gives the unconditional velocity back, scale 1 the conditional one",
 ))
