@@ -5,11 +5,11 @@ For each submission:
 1. find it without following links (a symbolic or hard link is refused with its own row), read it
    (at most 20 MB) and tell its lesson (``--lesson``, else the metadata ``course.lesson``, else the
    exercise functions it defines, else its file name);
-2. draw fresh cases for the lesson's exercises with ``--seed`` (never the notebooks' seed 0) and
-   compute the reference outputs here, with the real course_lib;
+2. draw fresh cases for the lesson's exercises from a seed drawn for this run (or ``--seed``, never
+   the notebooks' seed 0) and compute the reference outputs here, with the real course_lib;
 3. run the notebook in its sandbox (:mod:`.sandbox`, :mod:`.runner`): each exercise is graded on
-   the fresh cases as its check cell receives it; the outputs come back as plain tensors, read with
-   ``torch.load(weights_only=True)``, and are compared here (:mod:`.report`).
+   the fresh cases as its check cell receives it; the outputs come back as JSON and ``.npy`` arrays,
+   read in a memory-capped child process (:mod:`.decode`), and are compared here (:mod:`.report`).
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import json
 import os
 import queue
 import re
+import secrets
 import shutil
 import stat
 import sys
@@ -35,7 +36,6 @@ from course_lib.grading import report, sandbox
 from course_lib.grading.report import Outcome, Row
 from course_lib.paths import ROOT
 
-DEFAULT_SEED = 1_846_271  # any fixed value but 0, the seed the notebooks' own checks print
 MAX_NOTEBOOK_BYTES = 20_000_000
 NOT_RUN = "not run"
 
@@ -46,7 +46,7 @@ class Settings:
     cell_timeout: float = 120.0
     exercise_timeout: float = 30.0
     lesson: str | None = None
-    seed: int = DEFAULT_SEED
+    seed: int | None = None  # None: drawn afresh for this run, never printed
     solutions: Path = ROOT / "solutions"
     jobs: int = 2
     memory_mb: int = 4096
@@ -139,6 +139,8 @@ class Grader:
     """Grades submissions with one set of settings; caches cases, expected outputs, points and stubs per lesson."""
 
     def __init__(self, settings: Settings, workdir: Path):
+        if settings.seed is None:
+            settings.seed = secrets.randbits(31) | 1  # unpredictable: no table of answers can be made ahead
         self.settings, self.workdir = settings, workdir
         self._lessons: dict[str, dict] = {}
         self._points: dict[str, dict[str, float]] = {}
@@ -204,12 +206,17 @@ class Grader:
     def _runs(self, box: sandbox.Box, slot: int, names: list[str]) -> tuple[dict[str, Outcome], tuple, float]:
         """Run; when the run dies while an exercise is graded, run again for the exercises it never reached.
 
+        All runs together get ``--timeout`` seconds: a student who survives the alarm in every
+        exercise spends their own time, not more of the grader's.
         Returns each exercise's outcome, the first run's (events, how it ended), and the seconds spent.
         """
         decided, first, seconds, dead = {}, None, 0.0, []
         for attempt in range(len(names)):
-            finished = self._run(box, slot, sorted(decided), dead)
-            (events, outputs), seconds = report.read_channel(finished.stream), seconds + finished.seconds
+            if self.settings.timeout - seconds < 1:
+                break
+            finished = self._run(box, slot, sorted(decided), dead, self.settings.timeout - seconds)
+            seconds += finished.seconds
+            events, outputs, finished.problem = report.read_back(finished.stream, box.path(f"read_{attempt}"))
             if not events:
                 _check_started(box)
             first = first or (events, finished)
@@ -222,7 +229,9 @@ class Grader:
             if len(decided) == len(names):
                 break
             dead += died_in
-        return decided, first, seconds
+        spent = Outcome(problem=("timeout", f"the submission's {self.settings.timeout:g} s ran out before this "
+                                            "exercise was graded"))
+        return {n: decided.get(n, spent) for n in names}, first, seconds
 
     def _prepare(self, box: sandbox.Box, nb: dict, lesson: str) -> None:
         import nbformat
@@ -244,14 +253,14 @@ class Grader:
                "grading": "/grading" if inside else str(grading)}
         (grading / "job.json").write_text(json.dumps(job))
 
-    def _run(self, box: sandbox.Box, slot: int, skip: list[str], dead: list[str]) -> sandbox.Finished:
+    def _run(self, box: sandbox.Box, slot: int, skip: list[str], dead: list[str], timeout: float) -> sandbox.Finished:
         uid = sandbox.UID_BASE + slot if self.settings.sandbox and os.geteuid() == 0 else None
         job_file = box.path("grading") / "job.json"
         job_file.write_text(json.dumps({**json.loads(job_file.read_text()), "uid": uid, "skip": skip, "dead": dead}))
         if not self.settings.sandbox:
             args, env = sandbox.unsandboxed_command(box)
-            return sandbox.run(args, box, self.settings.timeout, env)
-        return sandbox.run(sandbox.command(box, uid, self.settings.tmp_mb), box, self.settings.timeout)
+            return sandbox.run(args, box, timeout, env)
+        return sandbox.run(sandbox.command(box, uid, self.settings.tmp_mb), box, timeout)
 
     def lesson(self, lesson: str) -> dict:
         """Per lesson, once: the stubbed course_lib copy, the fresh cases and the reference outputs."""

@@ -129,6 +129,7 @@ class Finished:
     seconds: float
     stream: bytes
     overflow: bool = False  # it sent more than the cap: stopped there
+    problem: str = ""  # what went wrong reading it back, if anything
 
 
 def command(box: Box, uid: int | None, tmp_mb: int) -> list[str]:
@@ -204,7 +205,7 @@ def unsandboxed_command(box: Box) -> tuple[list[str], dict[str, str]]:
     return [sys.executable, "-s", "-B", str(grading / "runner.py"), str(grading / "job.json")], env
 
 
-def run(args: list[str], box: Box, timeout: float, env: dict | None = None, cap: int = 100_000_000) -> Finished:
+def run(args: list[str], box: Box, timeout: float, env: dict | None = None, cap: int = 32_000_000) -> Finished:
     """Run to the end or to ``timeout``, reading at most ``cap`` bytes of what it sends back."""
     started, chunks = time.monotonic(), []
     with open(box.path("log.txt"), "wb") as log:
