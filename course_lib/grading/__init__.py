@@ -116,23 +116,37 @@ def read_notebook(path: Path) -> dict:
     return nb
 
 
-def identify_lesson(nb: dict | None, path: Path) -> tuple[str | None, str]:
-    """(lesson, '') or (None, why): metadata, else the exercises its cells define, else the file name."""
-    known = sorted({e.lesson for e in exercises()})
+def assignment(path: Path, lesson: str | None) -> tuple[str | None, str]:
+    """(lesson, '') the submission is graded as, or (None, why): ``--lesson``, else nbgrader's layout.
+
+    In ``submitted/<student>/<assignment>/`` the assignment folder names the lesson, or the notebook
+    keeps its released name (an assignment folder holding several lessons). Never the notebook's own word.
+    """
+    if lesson:
+        return lesson, ""
+    known = {e.lesson for e in exercises()}
+    parts = Path(os.path.abspath(path)).parts
+    at = max((i for i, part in enumerate(parts) if part == "submitted"), default=-1)
+    if at >= 0 and len(parts) >= at + 4:
+        for name in (parts[at + 2], Path(parts[-1]).stem):
+            if name in known:
+                return name, ""
+    return None, ("its assignment is unknown: grade with --lesson, or from nbgrader's "
+                  "submitted/<student>/<assignment>/ layout whose assignment (or notebook name) is a lesson")
+
+
+def identify_lesson(nb: dict | None) -> str | None:
+    """The lesson the notebook itself claims (metadata, else the exercises its cells define), or None."""
     course = nb.get("metadata", {}).get("course", {}) if nb else {}
     lesson = course.get("lesson") if isinstance(course, dict) else None
     if lesson:
-        if lesson in known:
-            return lesson, ""
-        return None, f"its metadata names lesson {str(lesson)[:60]!r}, which has no exercises; known: {known}"
+        return str(lesson)[:60]
     sources = "\n".join(str(c.get("source", "")) for c in (nb or {}).get("cells", []) if c.get("cell_type") == "code")
     defined = set(re.findall(r"^\s*(?:def|class)\s+(\w+)", sources, flags=re.M))
     votes = Counter(e.lesson for e in exercises() if e.name in defined).most_common()
     if votes and (len(votes) == 1 or votes[0][1] > votes[1][1]):
-        return votes[0][0], ""
-    if path.stem in known:
-        return path.stem, ""
-    return None, "no course.lesson metadata, and its cells define no known lesson's exercises"
+        return votes[0][0]
+    return None
 
 
 class Grader:
@@ -149,7 +163,6 @@ class Grader:
         for slot in range(settings.jobs):
             self.slots.put(slot)
         self.internal_errors = 0
-        self.fallback = settings.lesson  # the lesson of rows whose own lesson cannot be told
 
     def grade_all(self, found: list[Submission]) -> list[Row]:
         """Every submission's rows, in order; all files are read before any student code runs."""
@@ -160,9 +173,6 @@ class Grader:
                     readable[index] = read_notebook(submission.path)
                 except (OSError, ValueError) as error:
                     submission.refused = str(error) if isinstance(error, ValueError) else _first_line(error)
-        lessons = [identify_lesson(nb, found[i].path)[0] for i, nb in readable.items()]
-        common = Counter(l for l in lessons if l).most_common(1)
-        self.fallback = self.settings.lesson or (common[0][0] if common else None)
         with ThreadPoolExecutor(self.settings.jobs) as pool:
             batches = pool.map(lambda i: self.grade_safely(i, found[i], readable.get(i)), range(len(found)))
             return [row for batch in batches for row in batch]
@@ -175,15 +185,15 @@ class Grader:
             import traceback
 
             traceback.print_exc()
-            return self.failed(submission, None, f"grader error: {type(error).__name__}: {error}")
+            return self.failed(submission, assignment(submission.path, self.settings.lesson)[0], f"grader error: {type(error).__name__}: {error}")
 
     def grade(self, index: int, submission: Submission, nb: dict | None) -> list[Row]:
-        if nb is None:
-            return self.failed(submission, identify_lesson(None, submission.path)[0], submission.refused)
-        lesson, why = identify_lesson(nb, submission.path)
-        wanted = self.settings.lesson
-        if lesson is None or (wanted and lesson != wanted):
-            return self.failed(submission, None, why or f"this is a notebook of lesson {lesson}, not {wanted}")
+        lesson, why = assignment(submission.path, self.settings.lesson)
+        if nb is None or lesson is None:
+            return self.failed(submission, lesson, submission.refused or why)
+        claims = identify_lesson(nb)
+        if claims is not None and claims != lesson:
+            return self.failed(submission, lesson, f"this is a notebook of lesson {claims}, not of {lesson}: 0 points")
         box = sandbox.Box(self.workdir / f"submission_{index}", self.lesson(lesson)["course"])
         self._prepare(box, nb, lesson)
         slot = self.slots.get()
@@ -191,7 +201,7 @@ class Grader:
             outcomes, (events, finished), seconds = self._runs(box, slot, [e.name for e in exercises(lesson)])
         finally:
             self.slots.put(slot)
-        print(f"graded {submission.label} in {seconds:.0f} s", file=sys.stderr)
+        print(report.printable(f"graded {submission.label} in {seconds:.0f} s"), file=sys.stderr)
         points, info = self.points(lesson), self.lesson(lesson)
         rows, notebook = [], self._clean(report.notebook_verdict(events, finished, self.settings.timeout))
         for exercise in exercises(lesson):
@@ -293,7 +303,6 @@ class Grader:
 
     def failed(self, submission: Submission, lesson: str | None, reason: str) -> list[Row]:
         """The rows of a submission that did not run: every exercise at 0 of its points, when the lesson is known."""
-        lesson = self.settings.lesson or lesson or self.fallback
         if lesson is None:
             return [Row(submission.label, "", "", "error", 0.0, 0.0, self._clean(reason), NOT_RUN)]
         points = self.points(lesson)

@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -278,8 +279,21 @@ def write_csv(rows: list[Row], path: Path) -> None:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
     for row in rows:
-        writer.writerow([_number(v) if isinstance(v, float) else v for v in asdict(row).values()])
+        writer.writerow([_number(v) if isinstance(v, float) else inert(v) for v in asdict(row).values()])
     write_atomic(path, buffer.getvalue())
+
+
+def inert(cell: str) -> str:
+    """A CSV cell a spreadsheet shows as text: a leading = + - @ (or tab, return) would make it a formula.
+
+    OWASP's "CSV injection" advice: prefix such a cell with a single quote. The JSON keeps the exact text.
+    """
+    return "'" + cell if cell[:1] in ("=", "+", "-", "@", "\t", "\r") else cell
+
+
+def printable(text: str) -> str:
+    """Text for the terminal: control and format characters (escape codes, bidi overrides) as escapes."""
+    return "".join(c if c == " " or unicodedata.category(c)[0] not in "CZ" else repr(c)[1:-1] for c in str(text))
 
 
 def write_json(rows: list[Row], path: Path) -> None:
@@ -295,7 +309,9 @@ def summary(rows: list[Row]) -> str:
         mine = [r for r in rows if r.submission == total.submission]
         results = ", ".join(f"{r.exercise or '-'} {r.status}" for r in mine)
         score = f"{_number(total.points)}/{_number(total.max_points)}"
-        lines.append(f"{total.submission[-44:]:<44} {total.lesson:<24} {score:>7}  {results} | {mine[0].notebook}")
+        name = printable(total.submission)
+        name = name if len(name) <= 44 else "..." + name[-41:]
+        lines.append(printable(f"{name:<44} {total.lesson:<24} {score:>7}  {results} | {mine[0].notebook}"))
     counts = ", ".join(f"{s} {sum(r.status == s for r in rows)}" for s in STATUSES if any(r.status == s for r in rows))
     lines.append(f"{len(totals(rows))} submissions, {len(rows)} rows: {counts}")
     return "\n".join(lines)
