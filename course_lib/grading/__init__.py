@@ -159,10 +159,21 @@ class Grader:
         self._lessons: dict[str, dict] = {}
         self._points: dict[str, dict[str, float]] = {}
         self._lock = threading.Lock()
+        self.internal_errors = 0
+        # the whole sandbox: its processes' memory, shared memory and its /tmp
+        self.memory_mb = settings.memory_mb + settings.tmp_mb
+        probe = sandbox.Cgroup.make(f"course-grading-{os.getpid()}-probe", self.memory_mb, 8) \
+            if settings.sandbox and os.geteuid() == 0 else None
+        self.cgroups = probe is not None
+        if probe:
+            probe.remove()
+        elif settings.sandbox and settings.jobs > 1:
+            print("note: no writable cgroups here, so memory is capped per process (shared memory not counted) "
+                  "and submissions are graded one at a time", file=sys.stderr)
+            settings.jobs = 1
         self.slots: queue.Queue[int] = queue.Queue()
         for slot in range(settings.jobs):
             self.slots.put(slot)
-        self.internal_errors = 0
 
     def grade_all(self, found: list[Submission]) -> list[Row]:
         """Every submission's rows, in order; all files are read before any student code runs."""
@@ -270,7 +281,16 @@ class Grader:
         if not self.settings.sandbox:
             args, env = sandbox.unsandboxed_command(box)
             return sandbox.run(args, box, timeout, env)
-        return sandbox.run(sandbox.command(box, uid, self.settings.tmp_mb), box, timeout)
+        group = sandbox.Cgroup.make(f"course-grading-{os.getpid()}-{box.folder.name}", self.memory_mb,
+                                    self.settings.max_processes) if self.cgroups else None
+        args = sandbox.command(box, uid, self.settings.tmp_mb)
+        try:
+            return sandbox.run(group.command(args) if group else args, box, timeout)
+        finally:
+            if group:
+                group.remove()
+            if uid is not None:
+                sandbox.clear_keyrings(uid)  # the slot's user keyring is the kernel's, not the sandbox's
 
     def lesson(self, lesson: str) -> dict:
         """Per lesson, once: the stubbed course_lib copy, the fresh cases and the reference outputs."""

@@ -46,10 +46,34 @@ def bwrap() -> str | None:
     return shutil.which("bwrap")
 
 
-# -- the course_lib copy without the graded references ---------------------------------------------
+# -- the course_lib copy without any implementation of a graded answer ---------------------------
+
+# exercise -> the library functions that give its answer besides its reference: those the reference
+# wraps, and identical functions of other lessons. Each is a stub in the copy as well; outside grading
+# it runs the student's own function through the runner's adapter of that name ("absent": it never
+# runs, its only callers being stubs too). tests/test_grade.py walks the references' call graphs and
+# every library function on every exercise's cases, so a function missing here fails a test.
+EQUIVALENTS: dict[str, list[tuple[str, str, str]]] = {
+    "nearest_centroid": [("course_lib.tokenizers.vq", "nearest_code", "codes_from_centroids")],
+    "nearest_code": [("course_lib.tokenizers.kmeans", "nearest_centroid", "same")],
+    "psnr": [("course_lib.evaluation.metrics", "mse", "mse_from_psnr")],
+    "fsq_quantize": [("course_lib.tokenizers.fsq", "round_ste", "absent")],
+    "codes_to_indices": [("course_lib.tokenizers.fsq", "_basis", "absent")],
+    "indices_to_codes": [("course_lib.tokenizers.fsq", "_basis", "absent")],
+    "hinge_losses": [("course_lib.tokenizers.discriminator", "hinge_d_loss", "d_side"),
+                     ("course_lib.tokenizers.discriminator", "hinge_g_loss", "g_side")],
+    "adaptive_weight": [("course_lib.tokenizers.discriminator", "_grad_at", "absent")],
+    "perceptual_distance": [("course_lib.tokenizers.perceptual", "unit_normalize", "absent")],
+    "sample_step": [("course_lib.generators.sampling", "sample_step", "library_sample_step"),
+                    ("course_lib.generators.sampling", "filter_logits", "absent")],
+    "cfg_logits": [("course_lib.generators.flow", "cfg_velocity", "same")],
+    "mask_count": [("course_lib.generators.mask_schedule", "masked_after", "masked_after")],
+    "cfg_velocity": [("course_lib.generators.sampling", "cfg_logits", "same")],
+}
+
 
 def stubbed_copy(exercises: list, target: Path) -> Path:
-    """Copy course_lib to ``target/course_lib`` with each exercise's reference replaced by a stub.
+    """Copy course_lib to ``target/course_lib`` with each exercise's reference and equivalents as stubs.
 
     The reference is found through the registry (``__module__`` / ``__qualname__``), so the copy
     follows the library wherever its modules live. Returns the folder to put on ``PYTHONPATH``.
@@ -57,24 +81,28 @@ def stubbed_copy(exercises: list, target: Path) -> Path:
     source = Path(course_lib.__file__).resolve().parent
     package = target / "course_lib"
     shutil.copytree(source, package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "grading"))
-    by_file: dict[Path, list] = {}
+    by_file: dict[Path, dict[str, str]] = {}
     for exercise in exercises:
-        by_file.setdefault(_copied_file(exercise.reference, source, package), []).append(exercise)
-    for path, stubbed in by_file.items():
+        stub = _STUB.format(name=exercise.name, function="{function}", extra="")
+        by_file.setdefault(_copied_file(exercise.reference.__module__, source, package), {})[
+            exercise.reference.__qualname__] = stub
+        for module, qualname, adapter in EQUIVALENTS.get(exercise.name, []):
+            extra = f", adapter={adapter!r}, own={f'{module}.{qualname}'!r}"
+            by_file.setdefault(_copied_file(module, source, package), {}).setdefault(
+                qualname, _STUB.format(name=exercise.name, function="{function}", extra=extra))
+    for path, stubs in by_file.items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        for exercise in stubbed:
-            _replace(tree, exercise.reference.__qualname__, exercise.name)
+        for qualname, stub in stubs.items():
+            _replace(tree, qualname, stub)
         path.write_text(ast.unparse(ast.fix_missing_locations(tree)) + "\n", encoding="utf-8")
     return target
 
 
-def _copied_file(reference, source: Path, package: Path) -> Path:
-    module = reference.__module__
+def _copied_file(module: str, source: Path, package: Path) -> Path:
     spec = importlib.util.find_spec(module)
     origin = Path(spec.origin).resolve() if spec and spec.origin else None
     if origin is None or source not in origin.parents:
-        raise ValueError(f"expected the reference {module}.{reference.__qualname__} to live in {source}, "
-                         f"found it in {origin}")
+        raise ValueError(f"expected the reference module {module} to live in {source}, found it in {origin}")
     return package / origin.relative_to(source)
 
 
@@ -85,11 +113,11 @@ def {function}(*args, **kwargs):
     runner = sys.modules.get("_course_grading_runner")
     if runner is None:
         raise RuntimeError("the course_lib reference of exercise `{name}` is absent while grading")
-    return runner.absent_reference({name!r}, args, kwargs)
+    return runner.absent_reference({name!r}, args, kwargs{extra})
 '''
 
 
-def _replace(tree: ast.Module, qualname: str, name: str) -> None:
+def _replace(tree: ast.Module, qualname: str, stub_text: str) -> None:
     """Swap the definition at ``qualname`` (``f`` or ``Class.f``) for the stub, in place."""
     body, parts = tree.body, qualname.split(".")
     for depth, part in enumerate(parts):
@@ -98,7 +126,7 @@ def _replace(tree: ast.Module, qualname: str, name: str) -> None:
         if not found or "<locals>" in parts:
             raise ValueError(f"expected a module-level definition of {qualname}, found none named {part!r}")
         if depth == len(parts) - 1:
-            stub = ast.parse(_STUB.format(function=part, name=name)).body[0]
+            stub = ast.parse(stub_text.replace("{function}", part)).body[0]
             body[found[-1]] = stub
             return
         body = body[found[-1]].body
@@ -203,6 +231,82 @@ def unsandboxed_command(box: Box) -> tuple[list[str], dict[str, str]]:
     env = environment(str(box.path("tmp")), str(box.course))
     grading = box.path("grading")
     return [sys.executable, "-s", "-B", str(grading / "runner.py"), str(grading / "job.json")], env
+
+
+# -- limits the kernel holds for the whole sandbox ---------------------------------------------------
+
+CGROUPS = Path("/sys/fs/cgroup")
+
+
+class Cgroup:
+    """One run's control group: memory with shared memory and tmpfs included, processes, one core of CPU.
+
+    cgroup v2 where its memory controller is on, else v1's memory, pids and cpu hierarchies; ``None``
+    from :meth:`make` where neither is writable (then only the runner's per-process limits hold).
+    """
+
+    def __init__(self, folders: list[Path]):
+        self.folders = folders
+
+    @classmethod
+    def make(cls, name: str, memory_mb: int, processes: int) -> "Cgroup | None":
+        memory, v2 = str(memory_mb << 20), CGROUPS / "cgroup.controllers"
+        if v2.exists() and "memory" in v2.read_text().split():
+            plan = [(CGROUPS / name, {"memory.max": memory, "memory.swap.max": "0", "pids.max": str(processes),
+                                      "cpu.max": "100000 100000"})]
+        else:
+            plan = [(CGROUPS / "memory" / name, {"memory.limit_in_bytes": memory, "memory.memsw.limit_in_bytes": memory}),
+                    (CGROUPS / "pids" / name, {"pids.max": str(processes)}),
+                    (CGROUPS / "cpu" / name, {"cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "100000"})]
+        made = cls([])
+        try:
+            for folder, settings in plan:
+                folder.mkdir()
+                made.folders.append(folder)
+                for key, value in settings.items():
+                    if (folder / key).exists() or key.startswith("memory.limit"):
+                        (folder / key).write_text(value)
+        except OSError:
+            made.remove()
+            return None
+        return made
+
+    def command(self, args: list[str]) -> list[str]:
+        """``args`` started inside the group: a shell joins it, then becomes the command."""
+        join = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 97; shift; done; shift; exec "$@"'
+        return ["/bin/sh", "-c", join, "sh", *[str(f / "cgroup.procs") for f in self.folders], "--", *args]
+
+    def remove(self) -> None:
+        """Kill whatever is left in the group, then remove it."""
+        for folder in self.folders:
+            for _ in range(50):
+                try:
+                    for pid in (folder / "cgroup.procs").read_text().split():
+                        _kill(int(pid))
+                    folder.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+
+
+_CLEAR_KEYRINGS = """import ctypes, os, sys
+uid, number = int(sys.argv[1]), {"x86_64": 250, "aarch64": 219}.get(os.uname().machine)  # keyctl(2)
+os.setgroups([]); os.setresgid(uid, uid, uid); os.setresuid(uid, uid, uid)
+for ring in (-4, -5) if number else ():  # KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING: KEYCTL_CLEAR
+    ctypes.CDLL(None).syscall(number, 7, ring)
+"""
+
+
+def clear_keyrings(uid: int) -> None:
+    """Empty the user keyrings of a sandbox user: the kernel keeps them past the run, for the next one."""
+    subprocess.run([sys.executable, "-S", "-c", _CLEAR_KEYRINGS, str(uid)], timeout=30, check=False)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def run(args: list[str], box: Box, timeout: float, env: dict | None = None, cap: int = 32_000_000) -> Finished:
