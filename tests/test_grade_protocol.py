@@ -217,7 +217,7 @@ def graded_attacks(tmp_path_factory):
     for name, nb in made.items():
         _place(base, name, SUBS.L01, nb)
     command = [sys.executable, "-m", "course_lib.grading", str(base / "submitted"), "--out", str(base / "g.csv"),
-               "--exercise-timeout", "5", "--cell-timeout", "60", "--timeout", "45", "--memory-mb", "1000",
+               "--exercise-timeout", "5", "--cell-timeout", "60", "--timeout", "45", "--memory-mb", "2000",
                "--jobs", "2"]
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=900)

@@ -204,7 +204,7 @@ class Grader:
             return self.failed(submission, lesson, submission.refused or why)
         claims = identify_lesson(nb)
         if claims is not None and claims != lesson:
-            return self.failed(submission, lesson, f"this is a notebook of lesson {claims}, not of {lesson}: 0 points")
+            return self.failed(submission, lesson, f"this is a notebook of lesson {claims}, not {lesson}: 0 points")
         box = sandbox.Box(self.workdir / f"submission_{index}", self.lesson(lesson)["course"])
         self._prepare(box, nb, lesson)
         slot = self.slots.get()

@@ -279,14 +279,15 @@ def write_csv(rows: list[Row], path: Path) -> None:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
     for row in rows:
-        writer.writerow([_number(v) if isinstance(v, float) else inert(v) for v in asdict(row).values()])
+        writer.writerow([_number(v) if isinstance(v, float) else inert(printable(v)) for v in asdict(row).values()])
     write_atomic(path, buffer.getvalue())
 
 
 def inert(cell: str) -> str:
     """A CSV cell a spreadsheet shows as text: a leading = + - @ (or tab, return) would make it a formula.
 
-    OWASP's "CSV injection" advice: prefix such a cell with a single quote. The JSON keeps the exact text.
+    OWASP's "CSV injection" advice: prefix such a cell with a single quote. The JSON keeps the exact
+    text (its strings escape control characters themselves).
     """
     return "'" + cell if cell[:1] in ("=", "+", "-", "@", "\t", "\r") else cell
 

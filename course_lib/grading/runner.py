@@ -200,15 +200,13 @@ def save(name: str, outcome: dict) -> None:
 
     arrays: list = []
     try:
-        for result in outcome["results"]:
-            if "output" in result:
-                result["output"] = encode(result["output"], arrays)
+        results = [{**r, "output": encode(r["output"], arrays)} if "output" in r else r for r in outcome["results"]]
         blobs = []
         for array in arrays:
             buffer = io.BytesIO()
             np.save(buffer, array, allow_pickle=False)
             blobs.append(buffer.getvalue())
-        head = json.dumps({**outcome, "arrays": [len(b) for b in blobs]}).encode() + b"\n"
+        head = json.dumps({**outcome, "results": results, "arrays": [len(b) for b in blobs]}).encode() + b"\n"
     except Exception as error:  # noqa: BLE001
         blobs, head = [], json.dumps({"unsaved": describe(error), "attempts": outcome["attempts"]}).encode() + b"\n"
     emit(head + b"".join(blobs), end=name)

@@ -39,6 +39,7 @@ SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64")
 ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd", "group", "nsswitch.conf",
        "alternatives", "fonts")
 RUNNER = Path(__file__).with_name("runner.py")
+DATA_DIR = "/tmp/data"  # the sandbox's $COURSE_DATA_DIR (course_lib.paths.data_dir)
 
 
 def bwrap() -> str | None:
@@ -168,6 +169,12 @@ def command(box: Box, uid: int | None, tmp_mb: int) -> list[str]:
     data = Path(course_lib.__file__).resolve().parent.parent / "data"
     if data.is_dir():
         binds.append(("--ro-bind", str(data), "/course/data"))
+        # $COURSE_DATA_DIR in /tmp: downloads read-only, the token and latent caches writable beside
+        # the cached files that exist (one file each), so a notebook that caches runs to its end
+        for entry in sorted(data.iterdir()):
+            if entry.name != "tokens":
+                binds.append(("--ro-bind", str(entry), f"{DATA_DIR}/{entry.name}"))
+        binds += [("--ro-bind", str(f), f"{DATA_DIR}/tokens/{f.name}") for f in sorted(data.glob("tokens/*.pt"))]
     args = [bwrap(), "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
             "--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL"]
     if uid is not None:  # root starts it: keep only what the runner needs to drop to its own user
@@ -182,7 +189,8 @@ def command(box: Box, uid: int | None, tmp_mb: int) -> list[str]:
     args += [a for name in ETC for a in ("--ro-bind-try", f"/etc/{name}", f"/etc/{name}")]
     # /tmp before the environment: a venv that lives under /tmp (a fresh clone there) is mounted on top
     size = ["--size", str(tmp_mb << 20)] if _has_option("--size") else []  # bubblewrap 0.7 and later
-    args += ["--proc", "/proc", "--dev", "/dev", *size, "--perms", "1777", "--tmpfs", "/tmp"]
+    args += ["--proc", "/proc", "--dev", "/dev", *size, "--perms", "1777", "--tmpfs", "/tmp", "--perms", "0755", "--dir",
+             DATA_DIR, "--perms", "1777", "--dir", f"{DATA_DIR}/tokens"]
     for path in _python_dirs():
         args += _dirs_to(path) + ["--ro-bind", path, path]
     for kind, source, target in binds:
@@ -218,7 +226,8 @@ def environment(home: str, course: str) -> dict[str, str]:
     """The whole environment of the notebook: quick mode, one thread, every config folder in ``home``."""
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": home, "TMPDIR": home,
            "PYTHONPATH": course, "COURSE_QUICK": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "agg", "JUPYTER_PLATFORM_DIRS": "1"}
+           "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "agg", "JUPYTER_PLATFORM_DIRS": "1",
+           "COURSE_DATA_DIR": f"{home}/data"}
     for key, sub in (("MPLCONFIGDIR", "mpl"), ("IPYTHONDIR", "ipython"), ("XDG_CACHE_HOME", "cache"),
                      ("JUPYTER_CONFIG_DIR", "jupyter"), ("JUPYTER_DATA_DIR", "jupyter-data"),
                      ("JUPYTER_RUNTIME_DIR", "jupyter-runtime")):
@@ -229,6 +238,7 @@ def environment(home: str, course: str) -> dict[str, str]:
 def unsandboxed_command(box: Box) -> tuple[list[str], dict[str, str]]:
     """The same run without isolation (``--no-sandbox``): host paths, the grader's own user."""
     env = environment(str(box.path("tmp")), str(box.course))
+    del env["COURSE_DATA_DIR"]  # the checkout's own data/, as the notebooks see it
     grading = box.path("grading")
     return [sys.executable, "-s", "-B", str(grading / "runner.py"), str(grading / "job.json")], env
 
