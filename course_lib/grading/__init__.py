@@ -3,8 +3,8 @@
 For each submission:
 
 1. find it without following links (a symbolic or hard link is refused with its own row), read it
-   (at most 20 MB) and tell its lesson (``--lesson``, else the metadata ``course.lesson``, else the
-   exercise functions it defines, else its file name);
+   (at most 20 MB); its lesson is its assignment's (``--lesson``, else nbgrader's layout), and a
+   notebook that claims another lesson (metadata, or the exercises it defines) gets 0 points;
 2. draw fresh cases for the lesson's exercises from a seed drawn for this run (or ``--seed``, never
    the notebooks' seed 0) and compute the reference outputs here, with the real course_lib;
 3. run the notebook in its sandbox (:mod:`.sandbox`, :mod:`.runner`): each exercise is graded on
@@ -196,7 +196,8 @@ class Grader:
             import traceback
 
             traceback.print_exc()
-            return self.failed(submission, assignment(submission.path, self.settings.lesson)[0], f"grader error: {type(error).__name__}: {error}")
+            lesson = assignment(submission.path, self.settings.lesson)[0]
+            return self.failed(submission, lesson, f"grader error: {type(error).__name__}: {error}")
 
     def grade(self, index: int, submission: Submission, nb: dict | None) -> list[Row]:
         lesson, why = assignment(submission.path, self.settings.lesson)

@@ -49,6 +49,7 @@ class State:
     channel: int = -1
     pid: int = -1  # the runner's own process: a forked copy is never heard
     shell: Any = None
+    notebook: dict = {}
 
 
 def emit(payload: bytes = b"", **message: Any) -> None:
@@ -108,10 +109,10 @@ def encode(value: Any, arrays: list, depth: int = 0) -> Any:
     if isinstance(value, torch.Tensor):
         t = value.detach().cpu().as_subclass(torch.Tensor)
         wide = t.dtype in (torch.bfloat16, torch.float16)  # numpy has no bfloat16: sent as float32
-        arrays.append(np.ascontiguousarray((t.float() if wide else t).resolve_conj().resolve_neg().numpy()))
+        arrays.append(np.array((t.float() if wide else t).resolve_conj().resolve_neg().numpy(), order="C"))
         return {"tensor": len(arrays) - 1, "dtype": str(t.dtype).removeprefix("torch.")}
     if isinstance(value, np.ndarray) and value.dtype.kind in "biufc":
-        arrays.append(np.ascontiguousarray(value))
+        arrays.append(np.array(value, order="C"))  # not ascontiguousarray: it makes a 0-d array 1-d
         return {"ndarray": len(arrays) - 1}
     if isinstance(value, np.generic):
         value = value.item()
@@ -224,13 +225,28 @@ def absent_reference(name: str, args: tuple, kwargs: dict, adapter: str = "", ow
         raise ReferenceAbsent(f"the course_lib reference of `{own or name}` is absent while grading")
     if adapter == "absent":
         raise ReferenceAbsent(f"`{own}` is absent while grading: it computes part of `{name}`'s answer")
-    fn = State.kept.get(name)
-    if fn is None and State.shell is not None:  # used before its check ran: the student's own definition
-        fn = State.shell.user_ns.get(name)
+    fn = State.kept.get(name) or _defined(name)
     if not callable(fn):
         raise ReferenceAbsent(f"the course_lib reference of `{own or name}` is absent while grading, "
                               f"and the notebook defines no `{name}` of its own yet")
     return ADAPTERS[adapter or "same"](fn)(*args, **kwargs)
+
+
+def _defined(name: str) -> Any:
+    """The student's ``name`` before its check ran: defined already, else by running its exercise cell now.
+
+    A notebook may use a library function that is stubbed (``dit.sample(cfg=...)`` calls the stub of
+    cfg_velocity) before the exercise's cell: the student's own cell defines what the stub runs.
+    """
+    if State.shell is None:
+        return None
+    if not callable(State.shell.user_ns.get(name)):
+        cell = next((c for c in State.notebook.get("cells", []) if _grade_id(c) == name), None)
+        if cell is not None:
+            source = cell.get("source", "")
+            State.shell.run_cell("".join(source) if isinstance(source, list) else str(source), store_history=False,
+                                 silent=True)
+    return State.shell.user_ns.get(name)
 
 
 # -- 5. the student's function in the signature of a library function that gives the same answer ------
@@ -245,11 +261,27 @@ def _masked_after(f: Callable) -> Callable:
 
         now = torch.as_tensor(masked_now)
         total = torch.as_tensor(unknown).expand_as(now)
-        counts = [int(f(step, steps, int(u), int(m), schedule)) for u, m in zip(total.flatten().tolist(),
-                                                                                  now.flatten().tolist())]
+        count = _constant if schedule == "constant" else f  # the exercise leaves "constant" out
+        counts = [int(count(step, steps, int(u), int(m), schedule)) for u, m in zip(total.flatten().tolist(),
+                                                                                      now.flatten().tolist())]
         return torch.tensor(counts, dtype=torch.long).reshape(now.shape)
 
     return masked_after
+
+
+def _constant(step: int, steps: int, n: int, masked_now: int, schedule: str) -> int:
+    """The "constant" schedule, which no exercise grades: n // steps revealed per step, the rest first."""
+    target = n - (step + 1) * (n // steps) - min(n % steps, step + 1)
+    return max(min(max(target, steps - 1 - step), masked_now - 1), 0)
+
+
+def _default_eps(f: Callable) -> Callable:
+    def quantize(z: Any, levels: Any, eps: float = 1e-3) -> Any:
+        if eps != 1e-3:
+            raise ReferenceAbsent(f"quantize with eps={eps} is absent while grading (the exercise has eps=1e-3)")
+        return f(z, levels)
+
+    return quantize
 
 
 def _library_sample_step(f: Callable) -> Callable:
@@ -262,6 +294,15 @@ def _library_sample_step(f: Callable) -> Callable:
     return sample_step
 
 
+def _unit_weights(f: Callable) -> Callable:
+    def perceptual_distance(features_x: Any, features_y: Any, weights: Any = None) -> Any:
+        if weights is not None:
+            raise ReferenceAbsent("learned channel weights are absent while grading (the exercise has unit weights)")
+        return f(features_x, features_y)
+
+    return perceptual_distance
+
+
 def _absent(f: Callable) -> Callable:
     raise ReferenceAbsent("this course_lib helper of a graded exercise is absent while grading")
 
@@ -271,7 +312,8 @@ ADAPTERS: dict[str, Callable[[Callable], Callable]] = {
     "mse_from_psnr": lambda f: lambda x, y: 10 ** (-f(x, y) / 10),  # psnr = 10 log10(1 / mse) on [0, 1] images
     "d_side": lambda f: lambda logits_real, logits_fake: f(logits_real, logits_fake)[0],
     "g_side": lambda f: lambda logits_fake: f(logits_fake, logits_fake)[1],  # the generator's side reads fakes only
-    "masked_after": _masked_after, "library_sample_step": _library_sample_step,
+    "masked_after": _masked_after, "library_sample_step": _library_sample_step, "unit_weights": _unit_weights,
+    "default_eps": _default_eps,
 }
 
 
@@ -356,6 +398,7 @@ def main(job_path: str) -> None:
     for fd in (0, 1, 2):  # the notebook's prints go nowhere
         os.dup2(devnull, fd)
     emit(ready=True)
+    State.notebook = notebook
     verdict = run_cells(notebook)
     emit(notebook=verdict)
     os._exit(0)  # threads the student started must not keep the run alive

@@ -73,6 +73,10 @@ EQUIVALENTS: dict[str, list[tuple[str, str, str]]] = {
 }
 
 
+# a reference whose library signature has more than the exercise's: the runner's adapter to the student's
+REFERENCE_ADAPTERS = {"perceptual_distance": "unit_weights", "fsq_quantize": "default_eps"}
+
+
 def stubbed_copy(exercises: list, target: Path) -> Path:
     """Copy course_lib to ``target/course_lib`` with each exercise's reference and equivalents as stubs.
 
@@ -84,7 +88,8 @@ def stubbed_copy(exercises: list, target: Path) -> Path:
     shutil.copytree(source, package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "grading"))
     by_file: dict[Path, dict[str, str]] = {}
     for exercise in exercises:
-        stub = _STUB.format(name=exercise.name, function="{function}", extra="")
+        adapter = REFERENCE_ADAPTERS.get(exercise.name)
+        stub = _STUB.format(name=exercise.name, function="{function}", extra=f", adapter={adapter!r}" if adapter else "")
         by_file.setdefault(_copied_file(exercise.reference.__module__, source, package), {})[
             exercise.reference.__qualname__] = stub
         for module, qualname, adapter in EQUIVALENTS.get(exercise.name, []):
