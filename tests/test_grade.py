@@ -282,6 +282,25 @@ def test_every_lesson_solution_passes_and_its_student_notebook_is_not_implemente
             assert all(r["status"] == status for r in mine), [(r["exercise"], r["reason"]) for r in mine]
 
 
+@pytest.mark.slow
+@needs_bwrap
+def test_every_solution_notebook_runs_to_its_end_in_the_sandbox(tmp_path):
+    """The notebook column of the instructor's own solutions: full marks and "ran", caches and stubs included."""
+    lessons = {e.lesson for e in exercises()}
+    for path in sorted(SOLUTIONS.glob("*.ipynb")):
+        lesson = read(path).metadata.get("course", {}).get("lesson")
+        if lesson in lessons:
+            target = tmp_path / "submitted" / "instructor" / lesson / path.name
+            target.parent.mkdir(parents=True)
+            shutil.copyfile(path, target)
+    out = tmp_path / "solutions.csv"
+    assert cli.main([str(tmp_path / "submitted"), "--out", str(out), "--timeout", "900", "--cell-timeout", "600"]) == 0
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert {r["lesson"] for r in rows} == lessons
+    for row in rows:
+        assert (row["status"], row["points"], row["notebook"]) == ("pass", row["max_points"], "ran"), row
+
+
 # -- the sandbox ---------------------------------------------------------------------------------------
 
 _PROBE = '''import importlib, json, os, socket, sys

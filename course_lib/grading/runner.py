@@ -314,6 +314,8 @@ ADAPTERS: dict[str, Callable[[Callable], Callable]] = {
     "g_side": lambda f: lambda logits_fake: f(logits_fake, logits_fake)[1],  # the generator's side reads fakes only
     "masked_after": _masked_after, "library_sample_step": _library_sample_step, "unit_weights": _unit_weights,
     "default_eps": _default_eps,
+    "clamped": lambda f: lambda rec_loss, gan_loss, last_layer, delta=1e-4, max_weight=1e4: f(
+        rec_loss, gan_loss, last_layer, delta).clamp(0.0, max_weight),  # the library's weight is clamped
 }
 
 
