@@ -4,16 +4,18 @@ Started by :mod:`course_lib.grading.sandbox` as ``python /grading/runner.py /gra
 the stubbed course_lib copy first on the path. It imports nothing from the grader, and the grader
 trusts nothing it sends: student code runs in this same process, so everything is read as data.
 
-1. drop root (when started as root) to the sandbox's own user, then cap processes, memory, file size;
-2. load the fresh cases the grader drew (``torch.load(weights_only=True)``);
-3. replace ``check`` (``course_lib.notebook.checks``, where notebooks import it from): the grading check keeps the function it receives, calls
-   it at once on the fresh cases (with a time limit) and writes its outputs, as plain tensors and
-   numbers, to the grader; then it hands the student's own function back;
+1. drop root (when started as root) to the sandbox's own user, in a keyring of its own, then cap
+   processes, memory, file size;
+2. load the fresh cases the grader drew (``torch.load(weights_only=True)``: the grader's own file);
+3. replace ``check`` (``course_lib.notebook.checks``, where notebooks import it from): the grading
+   check keeps the function it receives, calls it at once on the fresh cases (with a time limit) and
+   sends its outputs (JSON, arrays as ``.npy``) to the grader, once per exercise and only from this
+   process (a forked copy is silent and ends when it returns here); then it hands the function back;
 4. run every code cell with IPython (magics work), each with a time limit; a cell that raises is
    reported and the next cell runs, so a later crash never loses an earlier exercise;
-5. the references of the graded exercises are stubs in this copy (see ``sandbox.stubbed_copy``):
-   called while an exercise is graded they are recorded and raise; called by the notebook's other
-   cells they stand in for the student's own checked function.
+5. the references of the graded exercises, and the library functions that give the same answers,
+   are stubs in this copy (see ``sandbox.stubbed_copy``): called while an exercise is graded they
+   are recorded and raise; called by the notebook's other cells they run the student's own function.
 
 Events (one JSON object a line, outputs as bytes after theirs) go to stdout, a pipe the grader
 reads with a size cap: the sandbox writes no file outside itself.
