@@ -228,7 +228,8 @@ def test_regrading_with_a_seed_gives_the_same_bytes(tmp_path):
     rows = list(csv.DictReader(outputs[0][0].decode().splitlines()))
     tiny = [r for r in rows if r["submission"].endswith("tiny.ipynb")]
     assert {(r["lesson"], r["status"], r["notebook"]) for r in tiny} == {(V01.LESSON, "pass", "ran")} and len(tiny) == 3
-    unknown = [r for r in rows if r["submission"].endswith("unknown.ipynb")]  # claims no lesson: graded as its assignment
+    # it claims no lesson: graded as its assignment
+    unknown = [r for r in rows if r["submission"].endswith("unknown.ipynb")]
     assert [(r["lesson"], r["status"]) for r in unknown] == [(V01.LESSON, "error")] * 3
     assert all("no check of" in r["reason"] for r in unknown)
     broken = [r for r in rows if r["submission"].endswith("broken.ipynb")]  # keeps its exercises' maximum, 0 of 6

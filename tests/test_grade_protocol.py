@@ -38,7 +38,8 @@ spec.loader.exec_module(SUBS)
 
 
 def _lesson_file(lesson: str) -> Path:
-    return next(p for p in sorted(SOLUTIONS.glob("*.ipynb")) if read(p).metadata.get("course", {}).get("lesson") == lesson)
+    return next(p for p in sorted(SOLUTIONS.glob("*.ipynb"))
+                if read(p).metadata.get("course", {}).get("lesson") == lesson)
 
 
 def _place(base: Path, name: str, lesson: str, nb) -> Path:
@@ -91,7 +92,8 @@ def test_forged_streams_cost_their_own_rows_only(tmp_path):
     huge = json.dumps({"end": "a", "bytes": len(payload)}).encode() + b"\n" + payload
     pickled = io.BytesIO()
     torch.save([[[]] * 10] * 10, pickled)
-    stream = (b"[" * 100_000 + b"\n" + huge + json.dumps({"end": "b", "bytes": len(pickled.getvalue())}).encode() + b"\n" + pickled.getvalue()
+    forged = json.dumps({"end": "b", "bytes": len(pickled.getvalue())}).encode() + b"\n" + pickled.getvalue()
+    stream = (b"[" * 100_000 + b"\n" + huge + forged
               + _result("c", [1.0]) + _result("c", [1.0]) + b"{}\n" * 2_000_000)
     started = time.monotonic()
     events, decoded, problem = report.read_back(stream, tmp_path / "r")
@@ -120,7 +122,8 @@ def test_nan_and_infinity_never_match_a_finite_reference():
 
 def test_printed_text_is_escaped_and_csv_cells_are_inert(tmp_path):
     label = "/x/" + "s" * 60 + "/\x1b[2Jevil\u202e.ipynb"
-    rows = [report.Row(label, "01", "patchify", "error", 0.0, 2.0, "=HYPERLINK(\"http://x\")\x1b[8m", "-cmd|' /C calc'!A0"),
+    rows = [report.Row(label, "01", "patchify", "error", 0.0, 2.0, "=HYPERLINK(\"http://x\")\x1b[8m",
+                       "-cmd|' /C calc'!A0"),
             report.Row("@SUM(1)", "01", "patchify", "pass", 2.0, 2.0, "+1", "ran")]
     text = report.summary(rows)
     assert not any(ord(c) < 32 and c != "\n" or c == "\u202e" for c in text)
@@ -223,6 +226,7 @@ def graded_attacks(tmp_path_factory):
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=900)
     elapsed = time.monotonic() - started
     print(f"attack set ({len(made)} submissions) graded in {elapsed:.0f} s")
+    print("\n".join(line for line in done.stderr.splitlines() if line.startswith("graded ")))
     return {"code": done.returncode, "stdout": done.stdout, "stderr": done.stderr, "rows": _rows(base / "g.csv"),
             "csv": (base / "g.csv").read_text(encoding="utf-8"), "base": base}
 
@@ -265,7 +269,8 @@ def test_time_limits_hold_per_submission(graded_attacks):
 @as_root
 def test_keyrings_are_empty_after_each_submission(tmp_path):
     solution = read(_lesson_file(SUBS.L01))
-    _place(tmp_path, "k1_plants", SUBS.L01, SUBS.small(solution, {}, setup_extra="\n" + SUBS.PLANT_KEY.format(key=SUBS.KEY)))
+    plants = SUBS.small(solution, {}, setup_extra="\n" + SUBS.PLANT_KEY.format(key=SUBS.KEY))
+    _place(tmp_path, "k1_plants", SUBS.L01, plants)
     _place(tmp_path, "k2_seeks", SUBS.L01, SUBS.small(solution, {"patchify": SUBS.SEEKS_KEY.format(key=SUBS.KEY)}))
     assert cli.main([str(tmp_path / "submitted"), "--out", str(tmp_path / "g.csv"), "--jobs", "1",
                      "--no-notebook-run"]) == 0

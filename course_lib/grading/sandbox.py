@@ -90,7 +90,8 @@ def stubbed_copy(exercises: list, target: Path) -> Path:
     by_file: dict[Path, dict[str, str]] = {}
     for exercise in exercises:
         adapter = REFERENCE_ADAPTERS.get(exercise.name)
-        stub = _STUB.format(name=exercise.name, function="{function}", extra=f", adapter={adapter!r}" if adapter else "")
+        extra = f", adapter={adapter!r}" if adapter else ""
+        stub = _STUB.format(name=exercise.name, function="{function}", extra=extra)
         by_file.setdefault(_copied_file(exercise.reference.__module__, source, package), {})[
             exercise.reference.__qualname__] = stub
         for module, qualname, adapter in EQUIVALENTS.get(exercise.name, []):
@@ -195,8 +196,8 @@ def command(box: Box, uid: int | None, tmp_mb: int) -> list[str]:
     args += [a for name in ETC for a in ("--ro-bind-try", f"/etc/{name}", f"/etc/{name}")]
     # /tmp before the environment: a venv that lives under /tmp (a fresh clone there) is mounted on top
     size = ["--size", str(tmp_mb << 20)] if _has_option("--size") else []  # bubblewrap 0.7 and later
-    args += ["--proc", "/proc", "--dev", "/dev", *size, "--perms", "1777", "--tmpfs", "/tmp", "--perms", "0755", "--dir",
-             DATA_DIR, "--perms", "1777", "--dir", f"{DATA_DIR}/tokens"]
+    args += ["--proc", "/proc", "--dev", "/dev", *size, "--perms", "1777", "--tmpfs", "/tmp",
+             "--perms", "0755", "--dir", DATA_DIR, "--perms", "1777", "--dir", f"{DATA_DIR}/tokens"]
     for path in _python_dirs():
         args += _dirs_to(path) + ["--ro-bind", path, path]
     for kind, source, target in binds:
@@ -271,7 +272,8 @@ class Cgroup:
             plan = [(CGROUPS / name, {"memory.max": memory, "memory.swap.max": "0", "pids.max": str(processes),
                                       "cpu.max": "100000 100000"})]
         else:
-            plan = [(CGROUPS / "memory" / name, {"memory.limit_in_bytes": memory, "memory.memsw.limit_in_bytes": memory}),
+            plan = [(CGROUPS / "memory" / name, {"memory.limit_in_bytes": memory,
+                                                 "memory.memsw.limit_in_bytes": memory}),
                     (CGROUPS / "pids" / name, {"pids.max": str(processes)}),
                     (CGROUPS / "cpu" / name, {"cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "100000"})]
         made = cls([])
