@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from course_lib.notebook.checks import exercises
-from course_lib.grading import report, sandbox
+from course_lib.grading import limits, report, sandbox
 from course_lib.grading.report import Outcome, Row
 from course_lib.paths import ROOT
 
@@ -162,12 +162,8 @@ class Grader:
         self.internal_errors = 0
         # the whole sandbox: its processes' memory, shared memory and its /tmp
         self.memory_mb = settings.memory_mb + settings.tmp_mb
-        probe = sandbox.Cgroup.make(f"course-grading-{os.getpid()}-probe", self.memory_mb, 8) \
-            if settings.sandbox and os.geteuid() == 0 else None
-        self.cgroups = probe is not None
-        if probe:
-            probe.remove()
-        elif settings.sandbox and settings.jobs > 1:
+        self.cgroups = settings.sandbox and limits.available(self.memory_mb)
+        if settings.sandbox and not self.cgroups and settings.jobs > 1:
             print("note: no writable cgroups here, so memory is capped per process (shared memory not counted) "
                   "and submissions are graded one at a time", file=sys.stderr)
             settings.jobs = 1
@@ -260,6 +256,7 @@ class Grader:
 
         grading = box.path("grading")
         shutil.copyfile(sandbox.RUNNER, grading / "runner.py")
+        shutil.copyfile(sandbox.ADAPTERS, grading / "adapters.py")
         shutil.copyfile(self.lesson(lesson)["cases_file"], grading / "cases.pt")
         for cache in sandbox.font_caches():
             shutil.copyfile(cache, grading / cache.name)
@@ -282,7 +279,7 @@ class Grader:
         if not self.settings.sandbox:
             args, env = sandbox.unsandboxed_command(box)
             return sandbox.run(args, box, timeout, env)
-        group = sandbox.Cgroup.make(f"course-grading-{os.getpid()}-{box.folder.name}", self.memory_mb,
+        group = limits.Cgroup.make(f"course-grading-{os.getpid()}-{box.folder.name}", self.memory_mb,
                                     self.settings.max_processes) if self.cgroups else None
         args = sandbox.command(box, uid, self.settings.tmp_mb)
         try:
@@ -291,7 +288,7 @@ class Grader:
             if group:
                 group.remove()
             if uid is not None:
-                sandbox.clear_keyrings(uid)  # the slot's user keyring is the kernel's, not the sandbox's
+                limits.clear_keyrings(uid)  # the slot's user keyring is the kernel's, not the sandbox's
 
     def lesson(self, lesson: str) -> dict:
         """Per lesson, once: the stubbed course_lib copy, the fresh cases and the reference outputs."""
