@@ -74,7 +74,7 @@ checkpoints: $(STAMP)
 
 grade: $(STAMP) bwrap
 	@mkdir -p $(SANDBOX)
-	$(CONFIG_ENV) $(PY) -m course_lib.grading $(SUBMISSIONS) --out grades.csv
+	$(CONFIG_ENV) $(PY) -m course_lib.grading $(SUBMISSIONS) --out grades.csv $(if $(LESSON),--lesson $(LESSON))
 
 clean:
 	rm -rf build

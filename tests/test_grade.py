@@ -198,8 +198,8 @@ def test_the_set_grades_within_budget(graded_01):
 
 def test_json_copy_matches_the_csv(graded_01):
     data = json.loads((graded_01["base"] / "grades.json").read_text())
-    assert [{k: str(v) if not isinstance(v, float) else f"{v:g}" for k, v in r.items()} for r in data["rows"]] \
-        == graded_01["rows"]
+    assert [{k: report.inert(report.printable(v)) if not isinstance(v, float) else f"{v:g}" for k, v in r.items()}
+            for r in data["rows"]] == graded_01["rows"]
     correct = next(t for t in data["totals"] if t["submission"].endswith("correct.ipynb"))
     assert correct["points"] == correct["max_points"] > 0
 
@@ -214,29 +214,34 @@ def _tiny_solution() -> nbformat.NotebookNode:
 
 
 @needs_bwrap
-def test_regrading_gives_the_same_bytes_and_infers_lessons(tmp_path):
-    folder = tmp_path / "subs"
-    folder.mkdir()
+def test_regrading_with_a_seed_gives_the_same_bytes(tmp_path):
+    folder = tmp_path / "submitted" / "ann" / V01.LESSON  # nbgrader's layout names the assignment
+    folder.mkdir(parents=True)
     (folder / "tiny.ipynb").write_text(nbformat.writes(_tiny_solution()))
     (folder / "unknown.ipynb").write_text(nbformat.writes(new_notebook(cells=[new_code_cell("print(1)")])))
     (folder / "broken.ipynb").write_text('{"cells": [')
     outputs = []
     for run in ("a", "b"):
-        assert cli.main([str(folder), "--out", str(tmp_path / f"{run}.csv"), "--timeout", "120"]) == 0
+        assert cli.main([str(folder), "--out", str(tmp_path / f"{run}.csv"), "--timeout", "120", "--seed", "7"]) == 0
         outputs.append(((tmp_path / f"{run}.csv").read_bytes(), (tmp_path / f"{run}.json").read_bytes()))
     assert outputs[0] == outputs[1]
     rows = list(csv.DictReader(outputs[0][0].decode().splitlines()))
     tiny = [r for r in rows if r["submission"].endswith("tiny.ipynb")]
     assert {(r["lesson"], r["status"], r["notebook"]) for r in tiny} == {(V01.LESSON, "pass", "ran")} and len(tiny) == 3
-    # an unreadable or unknown file keeps its exercises' maximum: the lesson the others were graded as, 0 of 6
-    for name, reason in (("unknown", "define no known lesson"), ("broken", "not a readable notebook")):
-        mine = [r for r in rows if r["submission"].endswith(f"{name}.ipynb")]
-        assert [(r["lesson"], r["status"], r["points"]) for r in mine] == [(V01.LESSON, "error", "0")] * 3
-        assert sum(float(r["max_points"]) for r in mine) == 6 and reason in mine[0]["reason"]
-    # alone, with no lesson to borrow, it is one row
-    assert cli.main([str(folder / "unknown.ipynb"), "--out", str(tmp_path / "alone.csv")]) == 0
+    # it claims no lesson: graded as its assignment
+    unknown = [r for r in rows if r["submission"].endswith("unknown.ipynb")]
+    assert [(r["lesson"], r["status"]) for r in unknown] == [(V01.LESSON, "error")] * 3
+    assert all("no check of" in r["reason"] for r in unknown)
+    broken = [r for r in rows if r["submission"].endswith("broken.ipynb")]  # keeps its exercises' maximum, 0 of 6
+    assert [(r["lesson"], r["status"], r["points"]) for r in broken] == [(V01.LESSON, "error", "0")] * 3
+    assert sum(float(r["max_points"]) for r in broken) == 6 and "not a readable notebook" in broken[0]["reason"]
+    # outside the layout and without --lesson, its assignment is unknown: one row saying how to tell it
+    loose = tmp_path / "loose.ipynb"
+    loose.write_text(nbformat.writes(_tiny_solution()))
+    assert cli.main([str(loose), "--out", str(tmp_path / "alone.csv")]) == 0
     (alone,) = list(csv.DictReader((tmp_path / "alone.csv").open(encoding="utf-8")))
     assert (alone["lesson"], alone["exercise"], alone["status"], alone["max_points"]) == ("", "", "error", "0")
+    assert "--lesson" in alone["reason"]
 
 
 def test_links_are_listed_as_refused_and_never_read(tmp_path):
@@ -258,10 +263,12 @@ def test_every_lesson_solution_passes_and_its_student_notebook_is_not_implemente
     """Every lesson as it lands: its solution and its stubs, each in its sandbox, up to its last check."""
     lessons, pairs = {e.lesson for e in exercises()}, []
     for path in sorted(SOLUTIONS.glob("*.ipynb")):
-        if read(path).metadata.get("course", {}).get("lesson") in lessons:
-            solution, student = tmp_path / "solutions" / path.name, tmp_path / "students" / path.name
+        lesson = read(path).metadata.get("course", {}).get("lesson")
+        if lesson in lessons:
+            solution = tmp_path / "submitted" / "solution" / lesson / path.name
+            student = tmp_path / "submitted" / "student" / lesson / path.name
             for target, nb in ((solution, read(path)), (student, make_student(read(path)))):
-                target.parent.mkdir(exist_ok=True)
+                target.parent.mkdir(parents=True)
                 target.write_text(nbformat.writes(nb), encoding="utf-8")
             pairs.append((solution, student))
     assert len(pairs) >= 2
@@ -274,6 +281,25 @@ def test_every_lesson_solution_passes_and_its_student_notebook_is_not_implemente
             mine = [r for r in rows if r["submission"] == str(path)]
             assert sorted(r["exercise"] for r in mine) == sorted(e.name for e in exercises(lesson))
             assert all(r["status"] == status for r in mine), [(r["exercise"], r["reason"]) for r in mine]
+
+
+@pytest.mark.slow
+@needs_bwrap
+def test_every_solution_notebook_runs_to_its_end_in_the_sandbox(tmp_path):
+    """The notebook column of the instructor's own solutions: full marks and "ran", caches and stubs included."""
+    lessons = {e.lesson for e in exercises()}
+    for path in sorted(SOLUTIONS.glob("*.ipynb")):
+        lesson = read(path).metadata.get("course", {}).get("lesson")
+        if lesson in lessons:
+            target = tmp_path / "submitted" / "instructor" / lesson / path.name
+            target.parent.mkdir(parents=True)
+            shutil.copyfile(path, target)
+    out = tmp_path / "solutions.csv"
+    assert cli.main([str(tmp_path / "submitted"), "--out", str(out), "--timeout", "900", "--cell-timeout", "600"]) == 0
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert {r["lesson"] for r in rows} == lessons
+    for row in rows:
+        assert (row["status"], row["points"], row["notebook"]) == ("pass", row["max_points"], "ran"), row
 
 
 # -- the sandbox ---------------------------------------------------------------------------------------
@@ -367,7 +393,7 @@ def test_a_sandbox_that_cannot_start_is_the_graders_error_not_the_students(tmp_p
     (tmp_path / "tiny.ipynb").write_text(nbformat.writes(_tiny_solution()))
     env = {**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}"}
     command = [sys.executable, "-m", "course_lib.grading", str(tmp_path / "tiny.ipynb"),
-               "--out", str(tmp_path / "g.csv")]
+               "--out", str(tmp_path / "g.csv"), "--lesson", V01.LESSON]
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert result.returncode == 1  # the grader failed, not the student
     rows = list(csv.DictReader((tmp_path / "g.csv").open(encoding="utf-8")))
@@ -379,7 +405,8 @@ def test_a_sandbox_that_cannot_start_is_the_graders_error_not_the_students(tmp_p
 def test_no_sandbox_marks_every_row(tmp_path):
     (tmp_path / "tiny.ipynb").write_text(nbformat.writes(_tiny_solution()))
     out = tmp_path / "g.csv"
-    assert cli.main([str(tmp_path / "tiny.ipynb"), "--out", str(out), "--no-sandbox", "--timeout", "120"]) == 0
+    assert cli.main([str(tmp_path / "tiny.ipynb"), "--out", str(out), "--no-sandbox", "--timeout", "120",
+                     "--lesson", V01.LESSON]) == 0
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
     assert len(rows) == 3 and all(r["notebook"].startswith("NOT SANDBOXED") and r["status"] == "pass" for r in rows)
 
@@ -417,12 +444,11 @@ def test_reasons_carry_no_temporary_paths_or_addresses(tmp_path):
 
 def test_cases_travel_as_plain_data(tmp_path):
     """What the sandbox reads and writes needs no unpickling of objects: weights_only loads it."""
-    grader = grading.Grader(grading.Settings(), tmp_path)
+    grader = grading.Grader(grading.Settings(seed=5), tmp_path)
     info = grader.lesson(V01.LESSON)
     loaded = torch.load(info["cases_file"], weights_only=True)
     assert sorted(loaded) == sorted(e.name for e in exercises(V01.LESSON))
-    first = get_exercise("patchify").make_cases(torch.Generator().manual_seed(grading.case_seed(grading.DEFAULT_SEED,
-                                                                                                 "patchify")))[0]
+    first = get_exercise("patchify").make_cases(torch.Generator().manual_seed(grading.case_seed(5, "patchify")))[0]
     assert torch.equal(loaded["patchify"][0]["args"][0], first.args[0]) and isinstance(first, Case)
 
 

@@ -3,13 +3,13 @@
 For each submission:
 
 1. find it without following links (a symbolic or hard link is refused with its own row), read it
-   (at most 20 MB) and tell its lesson (``--lesson``, else the metadata ``course.lesson``, else the
-   exercise functions it defines, else its file name);
-2. draw fresh cases for the lesson's exercises with ``--seed`` (never the notebooks' seed 0) and
-   compute the reference outputs here, with the real course_lib;
+   (at most 20 MB); its lesson is its assignment's (``--lesson``, else nbgrader's layout), and a
+   notebook that claims another lesson (metadata, or the exercises it defines) gets 0 points;
+2. draw fresh cases for the lesson's exercises from a seed drawn for this run (or ``--seed``, never
+   the notebooks' seed 0) and compute the reference outputs here, with the real course_lib;
 3. run the notebook in its sandbox (:mod:`.sandbox`, :mod:`.runner`): each exercise is graded on
-   the fresh cases as its check cell receives it; the outputs come back as plain tensors, read with
-   ``torch.load(weights_only=True)``, and are compared here (:mod:`.report`).
+   the fresh cases as its check cell receives it; the outputs come back as JSON and ``.npy`` arrays,
+   read in a memory-capped child process (:mod:`.decode`), and are compared here (:mod:`.report`).
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import json
 import os
 import queue
 import re
+import secrets
 import shutil
 import stat
 import sys
@@ -31,11 +32,10 @@ from pathlib import Path
 import torch
 
 from course_lib.notebook.checks import exercises
-from course_lib.grading import report, sandbox
+from course_lib.grading import limits, report, sandbox
 from course_lib.grading.report import Outcome, Row
 from course_lib.paths import ROOT
 
-DEFAULT_SEED = 1_846_271  # any fixed value but 0, the seed the notebooks' own checks print
 MAX_NOTEBOOK_BYTES = 20_000_000
 NOT_RUN = "not run"
 
@@ -46,7 +46,7 @@ class Settings:
     cell_timeout: float = 120.0
     exercise_timeout: float = 30.0
     lesson: str | None = None
-    seed: int = DEFAULT_SEED
+    seed: int | None = None  # None: drawn afresh for this run, never printed
     solutions: Path = ROOT / "solutions"
     jobs: int = 2
     memory_mb: int = 4096
@@ -116,38 +116,60 @@ def read_notebook(path: Path) -> dict:
     return nb
 
 
-def identify_lesson(nb: dict | None, path: Path) -> tuple[str | None, str]:
-    """(lesson, '') or (None, why): metadata, else the exercises its cells define, else the file name."""
-    known = sorted({e.lesson for e in exercises()})
+def assignment(path: Path, lesson: str | None) -> tuple[str | None, str]:
+    """(lesson, '') the submission is graded as, or (None, why): ``--lesson``, else nbgrader's layout.
+
+    In ``submitted/<student>/<assignment>/`` the assignment folder names the lesson, or the notebook
+    keeps its released name (an assignment folder holding several lessons). Never the notebook's own word.
+    """
+    if lesson:
+        return lesson, ""
+    known = {e.lesson for e in exercises()}
+    parts = Path(os.path.abspath(path)).parts
+    at = max((i for i, part in enumerate(parts) if part == "submitted"), default=-1)
+    if at >= 0 and len(parts) >= at + 4:
+        for name in (parts[at + 2], Path(parts[-1]).stem):
+            if name in known:
+                return name, ""
+    return None, ("its assignment is unknown: grade with --lesson, or from nbgrader's "
+                  "submitted/<student>/<assignment>/ layout whose assignment (or notebook name) is a lesson")
+
+
+def identify_lesson(nb: dict | None) -> str | None:
+    """The lesson the notebook itself claims (metadata, else the exercises its cells define), or None."""
     course = nb.get("metadata", {}).get("course", {}) if nb else {}
     lesson = course.get("lesson") if isinstance(course, dict) else None
     if lesson:
-        if lesson in known:
-            return lesson, ""
-        return None, f"its metadata names lesson {str(lesson)[:60]!r}, which has no exercises; known: {known}"
+        return str(lesson)[:60]
     sources = "\n".join(str(c.get("source", "")) for c in (nb or {}).get("cells", []) if c.get("cell_type") == "code")
     defined = set(re.findall(r"^\s*(?:def|class)\s+(\w+)", sources, flags=re.M))
     votes = Counter(e.lesson for e in exercises() if e.name in defined).most_common()
     if votes and (len(votes) == 1 or votes[0][1] > votes[1][1]):
-        return votes[0][0], ""
-    if path.stem in known:
-        return path.stem, ""
-    return None, "no course.lesson metadata, and its cells define no known lesson's exercises"
+        return votes[0][0]
+    return None
 
 
 class Grader:
     """Grades submissions with one set of settings; caches cases, expected outputs, points and stubs per lesson."""
 
     def __init__(self, settings: Settings, workdir: Path):
+        if settings.seed is None:
+            settings.seed = secrets.randbits(31) | 1  # unpredictable: no table of answers can be made ahead
         self.settings, self.workdir = settings, workdir
         self._lessons: dict[str, dict] = {}
         self._points: dict[str, dict[str, float]] = {}
         self._lock = threading.Lock()
+        self.internal_errors = 0
+        # the whole sandbox: its processes' memory, shared memory and its /tmp
+        self.memory_mb = settings.memory_mb + settings.tmp_mb
+        self.cgroups = settings.sandbox and limits.available(self.memory_mb)
+        if settings.sandbox and not self.cgroups and settings.jobs > 1:
+            print("note: no writable cgroups here, so memory is capped per process (shared memory not counted) "
+                  "and submissions are graded one at a time", file=sys.stderr)
+            settings.jobs = 1
         self.slots: queue.Queue[int] = queue.Queue()
         for slot in range(settings.jobs):
             self.slots.put(slot)
-        self.internal_errors = 0
-        self.fallback = settings.lesson  # the lesson of rows whose own lesson cannot be told
 
     def grade_all(self, found: list[Submission]) -> list[Row]:
         """Every submission's rows, in order; all files are read before any student code runs."""
@@ -158,9 +180,6 @@ class Grader:
                     readable[index] = read_notebook(submission.path)
                 except (OSError, ValueError) as error:
                     submission.refused = str(error) if isinstance(error, ValueError) else _first_line(error)
-        lessons = [identify_lesson(nb, found[i].path)[0] for i, nb in readable.items()]
-        common = Counter(l for l in lessons if l).most_common(1)
-        self.fallback = self.settings.lesson or (common[0][0] if common else None)
         with ThreadPoolExecutor(self.settings.jobs) as pool:
             batches = pool.map(lambda i: self.grade_safely(i, found[i], readable.get(i)), range(len(found)))
             return [row for batch in batches for row in batch]
@@ -173,15 +192,16 @@ class Grader:
             import traceback
 
             traceback.print_exc()
-            return self.failed(submission, None, f"grader error: {type(error).__name__}: {error}")
+            lesson = assignment(submission.path, self.settings.lesson)[0]
+            return self.failed(submission, lesson, f"grader error: {type(error).__name__}: {error}")
 
     def grade(self, index: int, submission: Submission, nb: dict | None) -> list[Row]:
-        if nb is None:
-            return self.failed(submission, identify_lesson(None, submission.path)[0], submission.refused)
-        lesson, why = identify_lesson(nb, submission.path)
-        wanted = self.settings.lesson
-        if lesson is None or (wanted and lesson != wanted):
-            return self.failed(submission, None, why or f"this is a notebook of lesson {lesson}, not {wanted}")
+        lesson, why = assignment(submission.path, self.settings.lesson)
+        if nb is None or lesson is None:
+            return self.failed(submission, lesson, submission.refused or why)
+        claims = identify_lesson(nb)
+        if claims is not None and claims != lesson:
+            return self.failed(submission, lesson, f"this is a notebook of lesson {claims}, not {lesson}: 0 points")
         box = sandbox.Box(self.workdir / f"submission_{index}", self.lesson(lesson)["course"])
         self._prepare(box, nb, lesson)
         slot = self.slots.get()
@@ -189,7 +209,7 @@ class Grader:
             outcomes, (events, finished), seconds = self._runs(box, slot, [e.name for e in exercises(lesson)])
         finally:
             self.slots.put(slot)
-        print(f"graded {submission.label} in {seconds:.0f} s", file=sys.stderr)
+        print(report.printable(f"graded {submission.label} in {seconds:.0f} s"), file=sys.stderr)
         points, info = self.points(lesson), self.lesson(lesson)
         rows, notebook = [], self._clean(report.notebook_verdict(events, finished, self.settings.timeout))
         for exercise in exercises(lesson):
@@ -204,12 +224,17 @@ class Grader:
     def _runs(self, box: sandbox.Box, slot: int, names: list[str]) -> tuple[dict[str, Outcome], tuple, float]:
         """Run; when the run dies while an exercise is graded, run again for the exercises it never reached.
 
+        All runs together get ``--timeout`` seconds: a student who survives the alarm in every
+        exercise spends their own time, not more of the grader's.
         Returns each exercise's outcome, the first run's (events, how it ended), and the seconds spent.
         """
         decided, first, seconds, dead = {}, None, 0.0, []
         for attempt in range(len(names)):
-            finished = self._run(box, slot, sorted(decided), dead)
-            (events, outputs), seconds = report.read_channel(finished.stream), seconds + finished.seconds
+            if self.settings.timeout - seconds < 1:
+                break
+            finished = self._run(box, slot, sorted(decided), dead, self.settings.timeout - seconds)
+            seconds += finished.seconds
+            events, outputs, finished.problem = report.read_back(finished.stream, box.path(f"read_{attempt}"))
             if not events:
                 _check_started(box)
             first = first or (events, finished)
@@ -222,13 +247,16 @@ class Grader:
             if len(decided) == len(names):
                 break
             dead += died_in
-        return decided, first, seconds
+        spent = Outcome(problem=("timeout", f"the submission's {self.settings.timeout:g} s ran out before this "
+                                            "exercise was graded"))
+        return {n: decided.get(n, spent) for n in names}, first, seconds
 
     def _prepare(self, box: sandbox.Box, nb: dict, lesson: str) -> None:
         import nbformat
 
         grading = box.path("grading")
         shutil.copyfile(sandbox.RUNNER, grading / "runner.py")
+        shutil.copyfile(sandbox.ADAPTERS, grading / "adapters.py")
         shutil.copyfile(self.lesson(lesson)["cases_file"], grading / "cases.pt")
         for cache in sandbox.font_caches():
             shutil.copyfile(cache, grading / cache.name)
@@ -244,14 +272,23 @@ class Grader:
                "grading": "/grading" if inside else str(grading)}
         (grading / "job.json").write_text(json.dumps(job))
 
-    def _run(self, box: sandbox.Box, slot: int, skip: list[str], dead: list[str]) -> sandbox.Finished:
+    def _run(self, box: sandbox.Box, slot: int, skip: list[str], dead: list[str], timeout: float) -> sandbox.Finished:
         uid = sandbox.UID_BASE + slot if self.settings.sandbox and os.geteuid() == 0 else None
         job_file = box.path("grading") / "job.json"
         job_file.write_text(json.dumps({**json.loads(job_file.read_text()), "uid": uid, "skip": skip, "dead": dead}))
         if not self.settings.sandbox:
             args, env = sandbox.unsandboxed_command(box)
-            return sandbox.run(args, box, self.settings.timeout, env)
-        return sandbox.run(sandbox.command(box, uid, self.settings.tmp_mb), box, self.settings.timeout)
+            return sandbox.run(args, box, timeout, env)
+        group = limits.Cgroup.make(f"course-grading-{os.getpid()}-{box.folder.name}", self.memory_mb,
+                                    self.settings.max_processes) if self.cgroups else None
+        args = sandbox.command(box, uid, self.settings.tmp_mb)
+        try:
+            return sandbox.run(group.command(args) if group else args, box, timeout)
+        finally:
+            if group:
+                group.remove()
+            if uid is not None:
+                limits.clear_keyrings(uid)  # the slot's user keyring is the kernel's, not the sandbox's
 
     def lesson(self, lesson: str) -> dict:
         """Per lesson, once: the stubbed course_lib copy, the fresh cases and the reference outputs."""
@@ -284,7 +321,6 @@ class Grader:
 
     def failed(self, submission: Submission, lesson: str | None, reason: str) -> list[Row]:
         """The rows of a submission that did not run: every exercise at 0 of its points, when the lesson is known."""
-        lesson = self.settings.lesson or lesson or self.fallback
         if lesson is None:
             return [Row(submission.label, "", "", "error", 0.0, 0.0, self._clean(reason), NOT_RUN)]
         points = self.points(lesson)

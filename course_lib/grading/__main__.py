@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from course_lib.notebook.checks import exercises
-from course_lib.grading import DEFAULT_SEED, Grader, Settings, discover, report, sandbox
+from course_lib.grading import Grader, Settings, discover, report, sandbox
 from course_lib.paths import ROOT
 
 
@@ -30,7 +30,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds for a submission's whole run")
     p.add_argument("--cell-timeout", type=float, default=120.0, help="seconds per notebook cell")
     p.add_argument("--exercise-timeout", type=float, default=30.0, help="seconds per exercise on its fresh cases")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the fresh cases (not 0)")
+    p.add_argument("--seed", type=int, help="seed of the fresh cases (not 0; default: drawn for this run, so "
+                   "pass one to get the same files again)")
     p.add_argument("--solutions", type=Path, default=ROOT / "solutions", help="where the points come from")
     p.add_argument("--jobs", type=int, default=2, help="submissions graded at the same time")
     p.add_argument("--memory-mb", type=int, default=4096, help="memory cap per student process")

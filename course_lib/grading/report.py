@@ -12,12 +12,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
+import shutil
 import signal
+import subprocess
+import sys
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import torch
 
 from course_lib.engine.files import write_atomic
@@ -64,7 +70,9 @@ def judge(outcome: Outcome, cases: list, expected: list, differ, timeout: float)
                 return "not implemented", "raises NotImplementedError"
             return "error", f"{where}: raised {result.get('raised')}"
         try:
-            problem = differ(result["output"], expected[i])
+            problem = None if nonfinite(expected[i]) or not nonfinite(result["output"]) else \
+                "output contains NaN or infinity where the reference has none"
+            problem = problem or differ(result["output"], expected[i])
         except Exception as error:  # noqa: BLE001  (an output the compare cannot even read)
             problem = f"output cannot be compared ({type(error).__name__})"
         if problem is not None:
@@ -72,6 +80,21 @@ def judge(outcome: Outcome, cases: list, expected: list, differ, timeout: float)
     if len(outcome.results) < len(cases):
         return "error", f"stopped after {len(outcome.results)} of {len(cases)} cases"
     return "pass", f"{len(cases)} fresh cases match the reference"
+
+
+def nonfinite(value, depth: int = 0) -> bool:
+    """Whether a decoded output holds NaN or infinity anywhere (a compare may read NaN as a match)."""
+    if isinstance(value, torch.Tensor):
+        return bool((value.is_floating_point() or value.is_complex()) and not torch.isfinite(value).all())
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind in "fc" and not np.isfinite(value).all()
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, (list, tuple)) and depth < 12:
+        return any(nonfinite(v, depth + 1) for v in value)
+    if isinstance(value, dict) and depth < 12:
+        return any(nonfinite(v, depth + 1) for v in value.values())
+    return False
 
 
 def clean(text: str, folders: list[str]) -> str:
@@ -99,36 +122,68 @@ def solution_points(solutions: Path, lesson: str) -> dict[str, float]:
 
 # -- what came back from the sandbox (student code could write any of it: read as data) ----------
 
-def read_channel(stream: bytes) -> tuple[list[dict], dict[str, bytes]]:
-    """The runner's events, and each exercise's saved outputs (the bytes after its ``end`` line).
+DECODER = Path(__file__).with_name("decode.py")
+DTYPES = {str(t).removeprefix("torch."): t for t in (torch.float32, torch.float64, torch.float16, torch.bfloat16,
+                                                     torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8,
+                                                     torch.bool, torch.complex64, torch.complex128)}
 
-    Lines that are not JSON objects are skipped; a forged or garbled stream only loses its own results.
+
+def read_back(stream: bytes, folder: Path, memory_mb: int = 1024) -> tuple[list[dict], dict[str, dict], str]:
+    """The runner's events, each exercise's result and a problem ('' when none), decoded in a child process.
+
+    The child (:mod:`.decode`) caps its own memory and reads with caps on every size, so a forged
+    stream costs that child, never the grader; ``folder`` is removed before this returns.
     """
-    events, outputs, at = [], {}, 0
-    while at < len(stream):
-        stop = stream.find(b"\n", at)
-        stop = len(stream) if stop < 0 else stop
-        try:
-            event = json.loads(stream[at:stop])
-        except ValueError:
-            event = None
-        at = stop + 1
-        if not isinstance(event, dict):
-            continue
-        size = event.get("bytes", 0)
-        if isinstance(size, int) and 0 < size <= len(stream) - at:
-            if isinstance(event.get("end"), str):
-                outputs[event["end"]] = stream[at:at + size]
-            at += size
-        events.append(event)
-    return events, outputs
+    folder.mkdir(parents=True)
+    try:
+        (folder / "stream.bin").write_bytes(stream)
+        command = [sys.executable, "-s", "-B", str(DECODER), str(folder / "stream.bin"), str(folder), str(memory_mb)]
+        done = subprocess.run(command, capture_output=True, timeout=120, env={"OPENBLAS_NUM_THREADS": "1"})
+        if done.returncode != 0 or (folder / "decoded.json").stat().st_size > 64 << 20:
+            return [], {}, f"what the run sent back could not be read (the reader {_death(done.returncode)})"
+        data = json.loads((folder / "decoded.json").read_text())
+        arrays = {int(p.stem): np.load(p, allow_pickle=False) for p in folder.glob("[0-9]*.npy")}
+        outputs = {name: _rebuilt(head, arrays) for name, head in data["outputs"].items()}
+        return data["events"], outputs, "it sent back more events than the grader reads" if data["flooded"] else ""
+    except subprocess.TimeoutExpired:
+        return [], {}, "what the run sent back could not be read in time"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _rebuilt(head: dict, arrays: dict) -> dict:
+    if "results" not in head:
+        return head  # duplicate, unreadable or unsaved
+    try:
+        first = head["first_array"]
+        for result in head["results"]:
+            if isinstance(result, dict) and "output" in result:
+                result["output"] = _value(result["output"], arrays, first, 0)
+    except (ValueError, KeyError, TypeError, IndexError) as error:
+        return {"unreadable": f"{type(error).__name__}"}
+    return head
+
+
+def _value(spec, arrays: dict, first: int, depth: int):
+    if depth > 10:
+        raise ValueError("nested too deeply")
+    if not isinstance(spec, dict):
+        return spec
+    if "tensor" in spec:
+        return torch.from_numpy(arrays[first + int(spec["tensor"])].copy()).to(DTYPES[spec["dtype"]])
+    if "ndarray" in spec:
+        return arrays[first + int(spec["ndarray"])].copy()
+    if "tuple" in spec or "list" in spec:
+        items = [_value(v, arrays, first, depth + 1) for v in spec.get("tuple", spec.get("list"))]
+        return tuple(items) if "tuple" in spec else items
+    return {str(k): _value(v, arrays, first, depth + 1) for k, v in spec["dict"]}
 
 
 def started(events: list[dict], name: str) -> bool:
     return any(e.get("start") == name for e in events)
 
 
-def read_outcome(saved: bytes | None, name: str, events: list[dict], finished) -> Outcome:
+def read_outcome(saved: dict | None, name: str, events: list[dict], finished) -> Outcome:
     """The outcome of exercise ``name`` from its saved outputs, else from how the run went."""
     crashed = _cell_problem(events, name)
     outcome = _saved_outcome(saved) if saved is not None else Outcome(problem=_why_no_outputs(name, events, finished))
@@ -137,22 +192,24 @@ def read_outcome(saved: bytes | None, name: str, events: list[dict], finished) -
     return outcome
 
 
-def _saved_outcome(saved: bytes) -> Outcome:
-    try:
-        data = torch.load(io.BytesIO(saved), weights_only=True)  # never unpickle what a student could forge
-    except Exception as error:  # noqa: BLE001
-        return Outcome(problem=("error", f"its outputs could not be read back ({type(error).__name__})"))
-    data = data if isinstance(data, dict) else {}
-    results = [_decode(r) for r in data.get("results", []) if isinstance(r, dict)]
-    attempts = [str(a) for a in data.get("attempts", [])][:5]
-    if "unsaved" in data:
-        return Outcome(attempts=attempts, problem=("error", f"its outputs cannot be saved: {data['unsaved']}"))
-    return Outcome(results, attempts)
+def _saved_outcome(saved: dict) -> Outcome:
+    attempts = [str(a)[:100] for a in saved.get("attempts", [])][:5] if isinstance(saved.get("attempts"), list) else []
+    if saved.get("duplicate"):
+        return Outcome(attempts=attempts, problem=("error", "more than one result came back for this exercise "
+                                                            "(the grader sends one: the others were forged)"))
+    if "unreadable" in saved:
+        return Outcome(problem=("error", f"its outputs could not be read back ({saved['unreadable']})"))
+    if "unsaved" in saved:
+        return Outcome(attempts=attempts, problem=("error", f"its outputs cannot be saved: {saved['unsaved']}"))
+    results = saved.get("results")
+    return Outcome([r for r in results if isinstance(r, dict)] if isinstance(results, list) else [], attempts)
 
 
 def _why_no_outputs(name: str, events: list[dict], finished) -> tuple[str, str]:
     if finished.overflow:
         return "error", "the run sent back more than the grader reads: it was stopped"
+    if finished.problem:
+        return "error", finished.problem
     if started(events, name):
         if finished.code is None:
             return "timeout", "the whole run reached its time limit while this exercise ran"
@@ -181,8 +238,8 @@ def notebook_verdict(events: list[dict], finished, timeout: float) -> str:
             return str(event["notebook"])
     cells = [e["cell"] for e in events if isinstance(e.get("cell"), int)]
     where = f" in cell #{cells[-1]}" if cells else " before its first cell"
-    if finished.overflow:
-        return f"stopped{where}: it sent back more than the grader reads"
+    if finished.overflow or finished.problem:
+        return f"stopped{where}: " + (finished.problem or "it sent back more than the grader reads")
     if finished.code is None:
         return f"timeout: stopped after {timeout:g} s{where}"
     return f"the run {_death(finished.code)}{where}"
@@ -196,16 +253,6 @@ def _death(code: int | None) -> str:
         except ValueError:
             pass
     return f"exited with code {code}"
-
-
-def _decode(value):
-    if isinstance(value, dict):
-        if set(value) == {"__ndarray__"} and isinstance(value["__ndarray__"], torch.Tensor):
-            return value["__ndarray__"].numpy()
-        return {k: _decode(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_decode(v) for v in value)
-    return value
 
 
 # -- files and the printed table -----------------------------------------------------------------
@@ -232,8 +279,22 @@ def write_csv(rows: list[Row], path: Path) -> None:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
     for row in rows:
-        writer.writerow([_number(v) if isinstance(v, float) else v for v in asdict(row).values()])
+        writer.writerow([_number(v) if isinstance(v, float) else inert(printable(v)) for v in asdict(row).values()])
     write_atomic(path, buffer.getvalue())
+
+
+def inert(cell: str) -> str:
+    """A CSV cell a spreadsheet shows as text: a leading = + - @ (or tab, return) would make it a formula.
+
+    OWASP's "CSV injection" advice: prefix such a cell with a single quote. The JSON keeps the exact
+    text (its strings escape control characters themselves).
+    """
+    return "'" + cell if cell[:1] in ("=", "+", "-", "@", "\t", "\r") else cell
+
+
+def printable(text: str) -> str:
+    """Text for the terminal: control and format characters (escape codes, bidi overrides) as escapes."""
+    return "".join(c if c == " " or unicodedata.category(c)[0] not in "CZ" else repr(c)[1:-1] for c in str(text))
 
 
 def write_json(rows: list[Row], path: Path) -> None:
@@ -249,7 +310,9 @@ def summary(rows: list[Row]) -> str:
         mine = [r for r in rows if r.submission == total.submission]
         results = ", ".join(f"{r.exercise or '-'} {r.status}" for r in mine)
         score = f"{_number(total.points)}/{_number(total.max_points)}"
-        lines.append(f"{(total.submission if len(total.submission) <= 44 else '…' + total.submission[-43:]):<44} {total.lesson:<24} {score:>7}  {results} | {mine[0].notebook}")
+        name = printable(total.submission)
+        name = name if len(name) <= 44 else "..." + name[-41:]
+        lines.append(printable(f"{name:<44} {total.lesson:<24} {score:>7}  {results} | {mine[0].notebook}"))
     counts = ", ".join(f"{s} {sum(r.status == s for r in rows)}" for s in STATUSES if any(r.status == s for r in rows))
     lines.append(f"{len(totals(rows))} submissions, {len(rows)} rows: {counts}")
     return "\n".join(lines)

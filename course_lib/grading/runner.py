@@ -4,16 +4,18 @@ Started by :mod:`course_lib.grading.sandbox` as ``python /grading/runner.py /gra
 the stubbed course_lib copy first on the path. It imports nothing from the grader, and the grader
 trusts nothing it sends: student code runs in this same process, so everything is read as data.
 
-1. drop root (when started as root) to the sandbox's own user, then cap processes, memory, file size;
-2. load the fresh cases the grader drew (``torch.load(weights_only=True)``);
-3. replace ``check`` (``course_lib.notebook.checks``, where notebooks import it from): the grading check keeps the function it receives, calls
-   it at once on the fresh cases (with a time limit) and writes its outputs, as plain tensors and
-   numbers, to the grader; then it hands the student's own function back;
+1. drop root (when started as root) to the sandbox's own user, in a keyring of its own, then cap
+   processes, memory, file size;
+2. load the fresh cases the grader drew (``torch.load(weights_only=True)``: the grader's own file);
+3. replace ``check`` (``course_lib.notebook.checks``, where notebooks import it from): the grading
+   check keeps the function it receives, calls it at once on the fresh cases (with a time limit) and
+   sends its outputs (JSON, arrays as ``.npy``) to the grader, once per exercise and only from this
+   process (a forked copy is silent and ends when it returns here); then it hands the function back;
 4. run every code cell with IPython (magics work), each with a time limit; a cell that raises is
    reported and the next cell runs, so a later crash never loses an earlier exercise;
-5. the references of the graded exercises are stubs in this copy (see ``sandbox.stubbed_copy``):
-   called while an exercise is graded they are recorded and raise; called by the notebook's other
-   cells they stand in for the student's own checked function.
+5. the references of the graded exercises, and the library functions that give the same answers,
+   are stubs in this copy (see ``sandbox.stubbed_copy``): called while an exercise is graded they
+   are recorded and raise; called by the notebook's other cells they run the student's own function.
 
 Events (one JSON object a line, outputs as bytes after theirs) go to stdout, a pipe the grader
 reads with a size cap: the sandbox writes no file outside itself.
@@ -47,10 +49,15 @@ class State:
     current: str | None = None  # the exercise being called on fresh cases
     attempts: set[str] = set()  # references called while `current` ran
     channel: int = -1
+    pid: int = -1  # the runner's own process: a forked copy is never heard
+    shell: Any = None
+    notebook: dict = {}
 
 
 def emit(payload: bytes = b"", **message: Any) -> None:
     """One JSON line on the channel to the grader, then ``payload`` (its length is in the line)."""
+    if os.getpid() != State.pid:
+        return  # a forked copy of the runner says nothing
     data = (json.dumps({**message, "bytes": len(payload)}) + "\n").encode() + payload
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})  # no alarm inside a message
     try:
@@ -77,6 +84,13 @@ def confine(job: dict) -> None:
         value = value if hard == resource.RLIM_INFINITY else min(value, hard)
         resource.setrlimit(limit, (value, value))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file over the cap fails to write, it does not kill us
+    import ctypes
+
+    number = {"x86_64": 250, "aarch64": 219}.get(os.uname().machine)  # keyctl(2)
+    if number is not None:  # a keyring of our own, and the user's left empty
+        ctypes.CDLL(None).syscall(number, 1, None)  # KEYCTL_JOIN_SESSION_KEYRING: a new anonymous one
+        for ring in (-4, -5):  # KEYCTL_CLEAR the user and user-session keyrings
+            ctypes.CDLL(None).syscall(number, 7, ring)
 
 
 # -- 2. cases and outputs as plain data ------------------------------------------------------------
@@ -87,26 +101,32 @@ def load_cases(torch: Any, exercises: Any) -> dict[str, list]:
             for name, cases in raw.items()}
 
 
-def plain(value: Any, depth: int = 0) -> Any:
-    """Outputs as containers of plain tensors and numbers: what torch.load(weights_only=True) accepts."""
+def encode(value: Any, arrays: list, depth: int = 0) -> Any:
+    """Outputs as JSON with arrays apart: {"tensor": i} / {"ndarray": i} point at the i-th .npy blob."""
     import numpy as np
     import torch
 
-    if depth > 20:
-        return "<too deeply nested>"
+    if depth > 8 or len(arrays) > 64:
+        return "<too deeply nested or too many arrays>"
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu().clone().as_subclass(torch.Tensor)
-    if isinstance(value, np.ndarray) and value.dtype != object:
-        return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(value)).clone()}
+        t = value.detach().cpu().as_subclass(torch.Tensor)
+        wide = t.dtype in (torch.bfloat16, torch.float16)  # numpy has no bfloat16: sent as float32
+        arrays.append(np.array((t.float() if wide else t).resolve_conj().resolve_neg().numpy(), order="C"))
+        return {"tensor": len(arrays) - 1, "dtype": str(t.dtype).removeprefix("torch.")}
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biufc":
+        arrays.append(np.array(value, order="C"))  # not ascontiguousarray: it makes a 0-d array 1-d
+        return {"ndarray": len(arrays) - 1}
     if isinstance(value, np.generic):
-        return value.item()
-    if value is None or type(value) in (bool, int, float, str):
-        return value
+        value = value.item()
+    if value is None or type(value) in (bool, int, float):
+        return value if type(value) is not int or abs(value) < 1 << 63 else float(value)
+    if type(value) is str:
+        return value[:1000]
     if isinstance(value, (tuple, list)):
-        items = [plain(v, depth + 1) for v in list(value)[:10_000]]
-        return tuple(items) if isinstance(value, tuple) else items
+        items = [encode(v, arrays, depth + 1) for v in list(value)[:1000]]
+        return {"tuple": items} if isinstance(value, tuple) else {"list": items}
     if isinstance(value, dict):
-        return {str(k): plain(v, depth + 1) for k, v in list(value.items())[:10_000]}
+        return {"dict": [[str(k)[:100], encode(v, arrays, depth + 1)] for k, v in list(value.items())[:100]]}
     return f"<unsupported {type(value).__name__}>"
 
 
@@ -126,8 +146,8 @@ def grading_check(name: str, fn: Any) -> Any:
         return _ended_earlier(name)
     State.kept[name] = fn
     State.calls[name] = State.calls.get(name, 0) + 1
-    if name in State.cases and name not in State.job["skip"] and State.calls[name] <= 3:
-        save(name, grade(name, fn))
+    if name in State.cases and name not in State.job["skip"] and State.calls[name] == 1:
+        save(name, grade(name, fn))  # the first check only: one result per exercise
     return fn
 
 
@@ -149,11 +169,14 @@ def grade(name: str, fn: Any) -> dict:
     try:
         for case in State.cases[name]:
             try:
-                results.append({"output": plain(exercise.call(fn, case))})
+                output = exercise.call(fn, case)
+                _only_the_runner()
+                results.append({"output": output})
             except ExerciseTimeout:
                 results.append({"timeout": True})
                 break
             except BaseException as error:  # noqa: BLE001  (SystemExit too: it costs this exercise only)
+                _only_the_runner()
                 results.append({"raised": describe(error), "not_implemented": isinstance(error, NotImplementedError)})
                 break
     except ExerciseTimeout:  # the alarm fired between two cases
@@ -166,29 +189,70 @@ def grade(name: str, fn: Any) -> dict:
     return {"results": results, "attempts": sorted(State.attempts), "callable": callable(fn)}
 
 
+def _only_the_runner() -> None:
+    """A forked copy of the runner that returns from a student function ends here, silently."""
+    if os.getpid() != State.pid:
+        os._exit(0)
+
+
 def save(name: str, outcome: dict) -> None:
+    """One result: a JSON line (outputs with arrays apart), then each array as a .npy file's bytes."""
     import io
 
-    import torch
+    import numpy as np
 
-    buffer = io.BytesIO()
+    arrays: list = []
     try:
-        torch.save(outcome, buffer)
+        results = [{**r, "output": encode(r["output"], arrays)} if "output" in r else r for r in outcome["results"]]
+        blobs = []
+        for array in arrays:
+            buffer = io.BytesIO()
+            np.save(buffer, array, allow_pickle=False)
+            blobs.append(buffer.getvalue())
+        head = json.dumps({**outcome, "results": results, "arrays": [len(b) for b in blobs]}).encode() + b"\n"
     except Exception as error:  # noqa: BLE001
-        buffer = io.BytesIO()
-        torch.save({"unsaved": describe(error), "attempts": outcome["attempts"]}, buffer)
-    emit(buffer.getvalue(), end=name)
+        blobs, head = [], json.dumps({"unsaved": describe(error), "attempts": outcome["attempts"]}).encode() + b"\n"
+    emit(head + b"".join(blobs), end=name)
 
 
-def absent_reference(name: str, args: tuple, kwargs: dict) -> Any:
-    """What a stubbed reference does: record and raise while grading, else run the student's function."""
+def absent_reference(name: str, args: tuple, kwargs: dict, adapter: str = "", own: str = "") -> Any:
+    """What a stub does: record and raise while grading, else run the student's function (adapted).
+
+    ``own``: the stubbed library function when it is not the reference itself but computes the same
+    answer (the reference wraps it, or another lesson has it); ``adapter`` turns the student's
+    function into that function's signature.
+    """
     if State.current is not None:
-        State.attempts.add(name)
-        raise ReferenceAbsent(f"the course_lib reference of `{name}` is absent while grading")
-    if name not in State.kept:
-        raise ReferenceAbsent(f"the course_lib reference of `{name}` is absent while grading, "
-                              "and no function of yours has been checked for it yet")
-    return State.kept[name](*args, **kwargs)
+        State.attempts.add(own or name)
+        raise ReferenceAbsent(f"the course_lib reference of `{own or name}` is absent while grading")
+    if adapter == "absent":
+        raise ReferenceAbsent(f"`{own}` is absent while grading: it computes part of `{name}`'s answer")
+    fn = State.kept.get(name) or _defined(name)
+    if not callable(fn):
+        raise ReferenceAbsent(f"the course_lib reference of `{own or name}` is absent while grading, "
+                              f"and the notebook defines no `{name}` of its own yet")
+    from adapters import ADAPTERS  # /grading/adapters.py, beside this file
+
+    return ADAPTERS[adapter or "same"](fn)(*args, **kwargs)
+
+
+def _defined(name: str) -> Any:
+    """The student's ``name`` before its check ran: defined already, else by running its exercise cell now.
+
+    A notebook may use a library function that is stubbed (``dit.sample(cfg=...)`` calls the stub of
+    cfg_velocity) before the exercise's cell: the student's own cell defines what the stub runs.
+    """
+    if State.shell is None:
+        return None
+    if not callable(State.shell.user_ns.get(name)):
+        cell = next((c for c in State.notebook.get("cells", []) if _grade_id(c) == name), None)
+        if cell is not None:
+            source = cell.get("source", "")
+            State.shell.run_cell("".join(source) if isinstance(source, list) else str(source), store_history=False,
+                                 silent=True)
+    return State.shell.user_ns.get(name)
+
+
 
 
 # -- 4. the notebook ---------------------------------------------------------------------------------
@@ -209,7 +273,7 @@ def run_cells(notebook: dict) -> str:
 
     config = Config()
     config.HistoryManager.enabled = False  # no history database, no saving thread
-    shell = InteractiveShell.instance(config=config)
+    shell = State.shell = InteractiveShell.instance(config=config)
     verdict, last_check = "ran", max(
         (i for i, c in enumerate(notebook["cells"]) if _grade_id(c) in {f"check_{n}" for n in State.cases}), default=-1)
     for index, cell in enumerate(notebook["cells"]):
@@ -228,6 +292,7 @@ def run_cells(notebook: dict) -> str:
             error = timeout
         finally:
             alarm(0)
+            _only_the_runner()
         if error is not None:
             problem = _problem(index + 1, error)
             emit(cell_error=index + 1, grade_id=_grade_id(cell), problem=problem)
@@ -250,6 +315,7 @@ def _grade_id(cell: dict) -> str:
 
 def main(job_path: str) -> None:
     State.job = job = json.loads(Path(job_path).read_text())
+    State.pid = os.getpid()
     State.channel = os.dup(1)  # the grader reads our stdout; the notebook's prints go elsewhere
     confine(job)
     mpl = Path(os.environ["MPLCONFIGDIR"])
@@ -270,6 +336,7 @@ def main(job_path: str) -> None:
     for fd in (0, 1, 2):  # the notebook's prints go nowhere
         os.dup2(devnull, fd)
     emit(ready=True)
+    State.notebook = notebook
     verdict = run_cells(notebook)
     emit(notebook=verdict)
     os._exit(0)  # threads the student started must not keep the run alive

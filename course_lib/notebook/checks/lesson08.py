@@ -17,13 +17,14 @@ def mask_count(step: int, steps: int, n: int, masked_now: int, schedule: str) ->
 
 
 def _count_cases(g: torch.Generator) -> list[Case]:
-    # whole decodings (the run function chains masked_now), chosen so that each clamp matters somewhere:
+    # whole decodings (the run function chains masked_now); two edge cases where each clamp matters:
     # sqrt with steps = n needs "one per remaining step", cosine with 64 tokens in 32 steps "one per step now"
-    cases = [Case((16, 16, "sqrt")), Case((64, 32, "cosine")), Case((10, 5, "linear")), Case((16, 8, "cosine"))]
-    n = int(torch.randint(20, 200, (1,), generator=g))
-    schedule = RATIO_SCHEDULES[int(torch.randint(len(RATIO_SCHEDULES), (1,), generator=g))]
-    steps = int(torch.randint(2, 12, (1,), generator=g))
-    return cases + [Case((n, steps, schedule)), Case((256, 12, "square"))]
+    cases = [Case((16, 16, "sqrt")), Case((64, 32, "cosine"))]
+    for schedule in RATIO_SCHEDULES:  # the others drawn, so that a grader's seed gives cases never seen
+        n = int(torch.randint(8, 260, (1,), generator=g))
+        steps = int(torch.randint(2, min(n, 32) + 1, (1,), generator=g))
+        cases.append(Case((n, steps, schedule)))
+    return cases
 
 
 def _run_counts(fn, case: Case) -> list[int]:
