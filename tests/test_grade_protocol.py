@@ -27,6 +27,10 @@ from course_lib.grading import limits, report, runner, sandbox
 from course_lib.notebook.checks import get_exercise
 from course_lib.tools.nbtools import read
 
+# every module that runs the grader in its sandbox runs on one xdist worker, one after the other: the
+# sandboxes share the slot users, and test_grade looks for any live process of them after its run
+pytestmark = pytest.mark.xdist_group("grading-sandbox")
+
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = ROOT / "solutions"
 FIXTURES = ROOT / "tests" / "fixtures" / "grading" / "protocol"
