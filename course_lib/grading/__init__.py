@@ -152,7 +152,7 @@ def identify_lesson(nb: dict | None) -> str | None:
 class Grader:
     """Grades submissions with one set of settings; caches cases, expected outputs, points and stubs per lesson."""
 
-    def __init__(self, settings: Settings, workdir: Path):
+    def __init__(self, settings: Settings, workdir: Path, users: list[int | None] | None = None):
         if settings.seed is None:
             settings.seed = secrets.randbits(31) | 1  # unpredictable: no table of answers can be made ahead
         self.settings, self.workdir = settings, workdir
@@ -167,9 +167,9 @@ class Grader:
             print("note: no writable cgroups here, so memory is capped per process (shared memory not counted) "
                   "and submissions are graded one at a time", file=sys.stderr)
             settings.jobs = 1
-        self.slots: queue.Queue[int] = queue.Queue()
-        for slot in range(settings.jobs):
-            self.slots.put(slot)
+        self.slots: queue.Queue[int | None] = queue.Queue()  # the sandbox users (sandbox.leased_users), one per job
+        for user in (users or [None] * settings.jobs)[:settings.jobs]:
+            self.slots.put(user)
 
     def grade_all(self, found: list[Submission]) -> list[Row]:
         """Every submission's rows, in order; all files are read before any student code runs."""
@@ -221,7 +221,7 @@ class Grader:
                             self._clean(reason), notebook))
         return rows
 
-    def _runs(self, box: sandbox.Box, slot: int, names: list[str]) -> tuple[dict[str, Outcome], tuple, float]:
+    def _runs(self, box: sandbox.Box, slot: int | None, names: list[str]) -> tuple[dict[str, Outcome], tuple, float]:
         """Run; when the run dies while an exercise is graded, run again for the exercises it never reached.
 
         All runs together get ``--timeout`` seconds: a student who survives the alarm in every
@@ -272,8 +272,8 @@ class Grader:
                "grading": "/grading" if inside else str(grading)}
         (grading / "job.json").write_text(json.dumps(job))
 
-    def _run(self, box: sandbox.Box, slot: int, skip: list[str], dead: list[str], timeout: float) -> sandbox.Finished:
-        uid = sandbox.UID_BASE + slot if self.settings.sandbox and os.geteuid() == 0 else None
+    def _run(self, box: sandbox.Box, slot: int | None, skip: list[str], dead: list[str], timeout: float) -> sandbox.Finished:
+        uid = slot if self.settings.sandbox else None
         job_file = box.path("grading") / "job.json"
         job_file.write_text(json.dumps({**json.loads(job_file.read_text()), "uid": uid, "skip": skip, "dead": dead}))
         if not self.settings.sandbox:

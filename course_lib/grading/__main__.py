@@ -61,9 +61,14 @@ def main(argv: list[str] | None = None) -> int:
         found = discover(args.submissions)
     except FileNotFoundError as error:
         parser().error(str(error))
-    with tempfile.TemporaryDirectory(prefix="course-grade-", ignore_cleanup_errors=True) as tmp:
-        grader = Grader(settings, Path(tmp))
-        rows = grader.grade_all(found)
+    try:
+        with tempfile.TemporaryDirectory(prefix="course-grade-", ignore_cleanup_errors=True) as tmp, \
+                sandbox.leased_users(settings.jobs if settings.sandbox else 0) as users:
+            grader = Grader(settings, Path(tmp), users)
+            rows = grader.grade_all(found)
+    except sandbox.NoUsers as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.no_sandbox:
         for row in rows:
             row.notebook = f"NOT SANDBOXED (--no-sandbox); {row.notebook}"
