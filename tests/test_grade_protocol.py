@@ -237,3 +237,25 @@ def test_library_equivalents_are_flagged_in_every_lesson(tmp_path):
         row = rows[(f"via_{lesson[:2]}", name)]
         assert row["status"] == "flagged" and row["points"] == "0", row
     assert rows[("nan_08", "mask_count")]["status"] == "fail" and "NaN" in rows[("nan_08", "mask_count")]["reason"]
+
+
+@as_root
+def test_two_graders_at_once_lease_different_sandbox_users(tmp_path, monkeypatch):
+    monkeypatch.setattr(sandbox, "LEASES", tmp_path / "leases")
+    with sandbox.leased_users(2) as first, sandbox.leased_users(2) as second:
+        assert len(set(first + second)) == 4 and all(map(sandbox.is_leased, first + second))
+    assert not any(map(sandbox.is_leased, first + second))  # given back when the block ends
+
+
+@needs_bwrap
+@as_root
+def test_a_grader_without_free_users_refuses_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sandbox, "LEASES", tmp_path / "leases")
+    monkeypatch.setattr(sandbox, "USERS", 2)
+    _place(tmp_path, "s", SUBS.L01, read(_lesson_file(SUBS.L01)))
+    with sandbox.leased_users(1):  # another grader holds one of the two
+        assert cli.main([str(tmp_path / "submitted"), "--out", str(tmp_path / "g.csv"), "--jobs", "2"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: other graders on this machine hold 1 of the 2 sandbox users; grade with fewer --jobs or after "
+        "they finish"]
+    assert not (tmp_path / "g.csv").exists()
