@@ -259,3 +259,13 @@ def test_a_grader_without_free_users_refuses_in_one_line(tmp_path, monkeypatch, 
         "error: other graders on this machine hold 1 of the 2 sandbox users; grade with fewer --jobs or after "
         "they finish"]
     assert not (tmp_path / "g.csv").exists()
+
+
+@as_root
+def test_a_lease_folder_others_can_write_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(sandbox, "LEASES", tmp_path / "leases")
+    (tmp_path / "leases").mkdir(mode=0o777)
+    (tmp_path / "leases").chmod(0o777)  # another user could plant links to root's files there
+    with pytest.raises(sandbox.NoUsers, match="no one else can write"):
+        with sandbox.leased_users(1):
+            pass

@@ -25,6 +25,7 @@ import importlib.util
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -66,12 +67,15 @@ def leased_users(count: int):
         yield [None] * count
         return
     LEASES.mkdir(mode=0o700, exist_ok=True)
+    folder = os.lstat(LEASES)
+    if not stat.S_ISDIR(folder.st_mode) or folder.st_uid != 0 or folder.st_mode & 0o022:
+        raise NoUsers(f"{LEASES} must be a folder of root's that no one else can write; remove it and grade again")
     held: dict[int, int] = {}  # uid -> the open lock file (not inherited by the sandboxes)
     try:
         for uid in range(UID_BASE, UID_BASE + USERS):
             if len(held) == count:
                 break
-            fd = os.open(LEASES / str(uid), os.O_RDWR | os.O_CREAT, 0o600)
+            fd = os.open(LEASES / str(uid), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 held[uid] = fd
