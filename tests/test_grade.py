@@ -24,7 +24,7 @@ from course_lib import grading
 from course_lib.notebook.checks import exercises, get_exercise
 from course_lib.notebook.exercises import Case, Exercise
 from course_lib.grading import __main__ as cli
-from course_lib.grading import report, sandbox
+from course_lib.grading import report, sandbox, users
 from course_lib.tools.nbtools import make_student, read
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +61,7 @@ def _live_orphans() -> list[str]:
         except (OSError, AttributeError):
             continue
         if ATTACKS.ORPHAN_SECONDS.encode() in words or (
-                sandbox.UID_BASE <= uid < sandbox.UID_BASE + sandbox.USERS and not sandbox.is_leased(uid)):
+                sandbox.UID_BASE <= uid < sandbox.UID_BASE + users.USERS and not users.is_leased(uid)):
             found.append(f"{proc.name}: {b' '.join(words).decode(errors='replace')}")
     return found
 

@@ -2,7 +2,7 @@
 their notebooks run to the end, and the generated student notebooks grade as "not implemented".
 
 Two tests, so that the two grading runs go to the two xdist workers side by side (each grader leases its own
-sandbox users: sandbox.leased_users).
+sandbox users: users.leased_users).
 """
 from __future__ import annotations
 

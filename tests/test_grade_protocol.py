@@ -23,7 +23,7 @@ import torch
 
 from course_lib import grading
 from course_lib.grading import __main__ as cli
-from course_lib.grading import limits, report, runner, sandbox
+from course_lib.grading import limits, report, runner, sandbox, users
 from course_lib.notebook.checks import get_exercise
 from course_lib.tools.nbtools import read
 
@@ -241,19 +241,19 @@ def test_library_equivalents_are_flagged_in_every_lesson(tmp_path):
 
 @as_root
 def test_two_graders_at_once_lease_different_sandbox_users(tmp_path, monkeypatch):
-    monkeypatch.setattr(sandbox, "LEASES", tmp_path / "leases")
-    with sandbox.leased_users(2) as first, sandbox.leased_users(2) as second:
-        assert len(set(first + second)) == 4 and all(map(sandbox.is_leased, first + second))
-    assert not any(map(sandbox.is_leased, first + second))  # given back when the block ends
+    monkeypatch.setattr(users, "LEASES", tmp_path / "leases")
+    with users.leased_users(2) as first, users.leased_users(2) as second:
+        assert len(set(first + second)) == 4 and all(map(users.is_leased, first + second))
+    assert not any(map(users.is_leased, first + second))  # given back when the block ends
 
 
 @needs_bwrap
 @as_root
 def test_a_grader_without_free_users_refuses_in_one_line(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(sandbox, "LEASES", tmp_path / "leases")
-    monkeypatch.setattr(sandbox, "USERS", 2)
+    monkeypatch.setattr(users, "LEASES", tmp_path / "leases")
+    monkeypatch.setattr(users, "USERS", 2)
     _place(tmp_path, "s", SUBS.L01, read(_lesson_file(SUBS.L01)))
-    with sandbox.leased_users(1):  # another grader holds one of the two
+    with users.leased_users(1):  # another grader holds one of the two
         assert cli.main([str(tmp_path / "submitted"), "--out", str(tmp_path / "g.csv"), "--jobs", "2"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "error: other graders on this machine hold 1 of the 2 sandbox users; grade with fewer --jobs or after "
@@ -263,9 +263,9 @@ def test_a_grader_without_free_users_refuses_in_one_line(tmp_path, monkeypatch, 
 
 @as_root
 def test_a_lease_folder_others_can_write_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(sandbox, "LEASES", tmp_path / "leases")
+    monkeypatch.setattr(users, "LEASES", tmp_path / "leases")
     (tmp_path / "leases").mkdir(mode=0o777)
     (tmp_path / "leases").chmod(0o777)  # another user could plant links to root's files there
-    with pytest.raises(sandbox.NoUsers, match="no one else can write"):
-        with sandbox.leased_users(1):
+    with pytest.raises(users.NoUsers, match="no one else can write"):
+        with users.leased_users(1):
             pass

@@ -167,7 +167,7 @@ class Grader:
             print("note: no writable cgroups here, so memory is capped per process (shared memory not counted) "
                   "and submissions are graded one at a time", file=sys.stderr)
             settings.jobs = 1
-        self.slots: queue.Queue[int | None] = queue.Queue()  # the sandbox users (sandbox.leased_users), one per job
+        self.slots: queue.Queue[int | None] = queue.Queue()  # the sandbox users (users.leased_users), one per job
         for user in (users or [None] * settings.jobs)[:settings.jobs]:
             self.slots.put(user)
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from course_lib.notebook.checks import exercises
-from course_lib.grading import Grader, Settings, discover, report, sandbox
+from course_lib.grading import Grader, Settings, discover, report, sandbox, users
 from course_lib.paths import ROOT
 
 
@@ -63,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         parser().error(str(error))
     try:
         with tempfile.TemporaryDirectory(prefix="course-grade-", ignore_cleanup_errors=True) as tmp, \
-                sandbox.leased_users(settings.jobs if settings.sandbox else 0) as users:
-            grader = Grader(settings, Path(tmp), users)
+                users.leased_users(settings.jobs if settings.sandbox else 0) as uids:
+            grader = Grader(settings, Path(tmp), uids)
             rows = grader.grade_all(found)
-    except sandbox.NoUsers as error:
+    except users.NoUsers as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.no_sandbox:

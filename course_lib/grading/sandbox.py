@@ -18,17 +18,13 @@ to a user of its own and caps processes, memory and file size; the grader kills 
 from __future__ import annotations
 
 import ast
-import contextlib
-import fcntl
 import functools
 import importlib.util
 import os
 import shutil
 import signal
-import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -39,8 +35,6 @@ import course_lib
 INSTALL_HINT = ("bubblewrap (bwrap) is missing: install it with `sudo apt-get install bubblewrap` "
                 "(or `make bwrap`), or pass --no-sandbox to grade without isolation")
 UID_BASE = 1_950_000  # the sandbox's own users: one per concurrent slot, so process caps do not mix
-USERS = 64  # UID_BASE ... UID_BASE + 63, shared by every grader on the machine through one lock file each
-LEASES = Path(tempfile.gettempdir()) / "course-grader-users"
 SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64")
 ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd", "group", "nsswitch.conf",
        "alternatives", "fonts")
@@ -52,57 +46,6 @@ DATA_DIR = "/tmp/data"  # the sandbox's $COURSE_DATA_DIR (course_lib.paths.data_
 def bwrap() -> str | None:
     """The bwrap program, or None when it is not installed."""
     return shutil.which("bwrap")
-
-
-class NoUsers(RuntimeError):
-    """Every sandbox user is held by another grader on this machine."""
-
-
-@contextlib.contextmanager
-def leased_users(count: int):
-    """Yield ``count`` sandbox users that no other grader on this machine holds, each held by a lock on its
-    file until the block ends: two graders at once never share a user's process cap or keyring. Without
-    root there are no users to switch to: it yields Nones and each sandbox runs as the caller."""
-    if os.geteuid() != 0:
-        yield [None] * count
-        return
-    LEASES.mkdir(mode=0o700, exist_ok=True)
-    folder = os.lstat(LEASES)
-    if not stat.S_ISDIR(folder.st_mode) or folder.st_uid != 0 or folder.st_mode & 0o022:
-        raise NoUsers(f"{LEASES} must be a folder of root's that no one else can write; remove it and grade again")
-    held: dict[int, int] = {}  # uid -> the open lock file (not inherited by the sandboxes)
-    try:
-        for uid in range(UID_BASE, UID_BASE + USERS):
-            if len(held) == count:
-                break
-            fd = os.open(LEASES / str(uid), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                held[uid] = fd
-            except BlockingIOError:
-                os.close(fd)
-        if len(held) < count:
-            raise NoUsers(f"other graders on this machine hold {USERS - len(held)} of the {USERS} sandbox "
-                               f"users; grade with fewer --jobs or after they finish")
-        yield list(held)
-    finally:
-        for fd in held.values():
-            os.close(fd)
-
-
-def is_leased(uid: int) -> bool:
-    """Does a running grader hold this sandbox user (so that its processes are that grader's, not orphans)?"""
-    try:
-        fd = os.open(LEASES / str(uid), os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
 
 
 # -- the course_lib copy without any implementation of a graded answer ---------------------------
