@@ -178,7 +178,54 @@ WRONG = {
             c.masked_fill(~m, math.inf).argsort(1) < k[:, None], i),
         "re-masks one too many": lambda s, c, m, k, i: _remask(s, c, m, k + 1, i),
     },
+    "residual_step": {
+        "samples the residual instead of averaging": lambda r, f, e, k, phi: _step(r, f, e, k, phi, down="nearest"),
+        "upsamples to the nearest cell": lambda r, f, e, k, phi: _step(r, f, e, k, phi, up="nearest"),
+        "forgets phi": lambda r, f, e, k, phi: _step(r, f, e, k, torch.nn.Identity()),
+        "residual keeps the codes unrefined": lambda r, f, e, k, phi: _step(r, f, e, k, phi, subtract_raw=True),
+        "forgets to subtract from the residual": lambda r, f, e, k, phi: _step(r, f, e, k, phi)[:2] + (r,),
+    },
+    "block_causal_mask": {
+        "token-causal, not scale-causal": lambda s: torch.ones(_length(s), _length(s)).tril().bool(),
+        "strictly coarser scales only": lambda s: _levels(s)[:, None] > _levels(s)[None, :],
+        "keys and queries swapped": lambda s: _levels(s)[:, None] <= _levels(s)[None, :],
+        "every scale sees every scale": lambda s: torch.ones(_length(s), _length(s), dtype=torch.bool),
+    },
+    "next_scale_inputs": {
+        "only the last scale's contribution": lambda q, grids: _inputs(q, grids, running=False),
+        "bicubic, not area": lambda q, grids: _inputs(q, grids, mode="bicubic"),
+        "the reconstruction after the scale itself": lambda q, grids: _inputs(q, grids, shift=1),
+        "skips phi": lambda q, grids: _inputs(q, grids, phi=False),
+    },
 }
+
+
+def _step(residual, f, codebook, side, phi, down="area", up="bicubic", subtract_raw=False):
+    small = F.interpolate(residual, size=(side, side), mode=down)
+    grid = torch.cdist(rearrange(small, "b c h w -> b h w c").flatten(0, 2), codebook).argmin(1)
+    grid = grid.view(small.shape[0], side, side)
+    codes = rearrange(codebook[grid], "b h w c -> b c h w")
+    raw = F.interpolate(codes, size=residual.shape[-2:], mode=up) if side != residual.shape[-1] else codes
+    h = phi(raw)
+    return grid, f + h, residual - (raw if subtract_raw else h)
+
+
+def _levels(scales):
+    return torch.cat([torch.full((k * k,), i) for i, k in enumerate(scales)])
+
+
+def _length(scales):
+    return sum(k * k for k in scales)
+
+
+def _inputs(quantizer, grids, running=True, mode="area", shift=0, phi=True):
+    scales, side = quantizer.scales, quantizer.scales[-1]
+    raw = [F.interpolate(rearrange(quantizer.codebook[g], "b h w c -> b c h w"), size=(side, side), mode="bicubic")
+           for g in grids]
+    parts = [quantizer.contribution(g, i) for i, g in enumerate(grids)] if phi else raw
+    sums = [sum(parts[:i + 1]) for i in range(len(parts))]  # the running reconstruction after each scale
+    chosen = sums if running else parts
+    return [F.interpolate(chosen[i + shift], size=(scales[i + 1],) * 2, mode=mode) for i in range(len(scales) - 1)]
 
 
 def _count(step, steps, n, masked_now, schedule, progress=None, rounding=math.floor, clamp_low=True, clamp_high=True):
@@ -338,6 +385,8 @@ ARGUMENTS_SHOWN = {
     "mask_count": ["n", "steps", "schedule"], "remask": ["sampled", "confidence", "is_masked", "keep_masked", "mask_id"],
     "interpolant": ["data", "noise", "t"], "euler_step": ["x", "velocity", "t", "t_next"],
     "cfg_velocity": ["cond", "uncond", "scale"],
+    "residual_step": ["residual", "f", "codebook", "side", "phi"], "block_causal_mask": ["scales"],
+    "next_scale_inputs": ["quantizer", "grids"],
 }
 LATE = [e.name for e in exercises() if e.lesson >= "06"]
 

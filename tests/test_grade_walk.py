@@ -20,7 +20,10 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "grading" / "protocol"
 # what a reference may call without a stub: input checks and what the notebooks plot directly, no answer
 HELPERS = {"_check_patch_size", "_check_logits", "_check_feature_lists", "check_schedule", "check_steps",
            "_same_shape", "_as_tensor", "_check_last_dim", "_half_width", "_per_sample", "mask_ratio", "bound",
-           "check_levels"}
+           "check_levels",
+           # lesson 10: the resizing, the lookup of lesson 03 and the codes' contribution are given, not asked
+           "resize", "nearest_code", "MultiScaleQuantizer.contribution", "MultiScaleQuantizer.phi", "phi_index",
+           "Phi.forward"}
 
 
 def test_a_references_call_graph_is_stubbed_or_a_declared_helper():

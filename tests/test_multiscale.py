@@ -221,3 +221,29 @@ def test_checkpoint_round_trip(tmp_path):
     images = torch.rand(3, 3, 32, 32)
     assert torch.equal(loaded.encode(images), tokenizer.encode(images))
     assert torch.allclose(loaded.decode(tokenizer.encode(images)), tokenizer.decode(tokenizer.encode(images)))
+
+
+def test_normalize_quantizes_each_position_at_unit_rms_and_keeps_the_gradient():
+    q = MultiScaleQuantizer(4, MultiScaleConfig(512, SCALES, restart_after=0, normalize=True)).train()
+    z = (latents() * 5).requires_grad_(True)
+    n = q.normalized(z)
+    assert torch.allclose(n.pow(2).mean(1), torch.ones(8, 8, 8), atol=1e-4)
+    out = q(z)
+    out.losses["commitment"].backward()  # the encoder side learns from the commitment term
+    assert z.grad is not None and z.grad.abs().sum() > 0
+    assert torch.equal(q.encode(z.detach()), q.encode(z.detach() * 3))  # the scale of z no longer matters
+
+
+def test_commitment_to_every_scale_or_the_last_only():
+    z = latents()
+    q = quantizer()
+    last = MultiScaleQuantizer(4, MultiScaleConfig(512, SCALES, restart_after=0, commitment="last")).eval()
+    last.load_state_dict(q.state_dict())
+    steps = q.reconstructions(q.encode_scales(z))
+    assert torch.allclose(last(z).losses["commitment"], 0.25 * F.mse_loss(z, steps[-1]), atol=1e-6)
+    with pytest.raises(ValueError, match="commitment"):
+        MultiScaleConfig(commitment="first")
+
+
+def test_a_quantizer_names_its_pyramid():
+    assert quantizer().extra_repr() == "dim=4, scales=(1, 2, 3, 4, 6, 8), codebook_size=512"

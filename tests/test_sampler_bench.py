@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from course_lib.evaluation.sampler_bench import time_samplers, token_passes
+from course_lib.evaluation.sampler_bench import scale_passes, time_samplers, token_passes
 from course_lib.evaluation.yardstick import Yardstick
 from course_lib.generators.maskgit import remask
 from course_lib.notebook.viz import decode_masked
@@ -79,3 +79,9 @@ def test_remask_never_re_masks_a_known_position_however_unsure():
     is_masked = torch.tensor([[False, True, True, True]])
     out = remask(sampled, confidence, is_masked, torch.tensor([2]), mask_id=99)
     assert out.tolist() == [[5, 6, 99, 99]]
+
+
+def test_scale_passes_count_every_token_of_every_scale_once():
+    assert scale_passes((1, 2, 3, 4, 6, 8)) == 130 and scale_passes((1, 2, 3, 4, 6, 8), cfg=True) == 260
+    with pytest.raises(ValueError, match="positive scale sides"):
+        scale_passes((0, 2))

@@ -12,7 +12,9 @@ The yardstick scores the same functions (``Yardstick.sample_and_score``).
 
 ``token_passes`` counts the work a sampler does: a transformer evaluates each position of its input
 once per forward pass, so a KV-cached GPT does about N + 1 token passes per sample (each token once,
-plus the class token), MaskGIT (steps x (N + 1)); classifier-free guidance doubles both.
+plus the class token), MaskGIT (steps x (N + 1)), a KV-cached VAR every token of every scale once (L, the
+first scale's positions reading the class; ``scale_passes``); classifier-free guidance doubles all three.
+The *sequential* passes, one after another, are N for the GPT, ``steps`` for MaskGIT, one per scale for VAR.
 
 Shapes: B batch, N tokens, h w grid.
 """
@@ -49,3 +51,10 @@ def token_passes(num_tokens: int, steps: int | None = None, cfg: bool = False) -
         raise ValueError(f"expected num_tokens >= 1 and steps None or >= 1, got {num_tokens} and {steps}")
     passes = (num_tokens + 1) * (1 if steps is None else steps)
     return passes * (2 if cfg else 1)
+
+
+def scale_passes(scales: tuple[int, ...], cfg: bool = False) -> int:
+    """Positions a KV-cached VAR evaluates per sample: L = sum of k^2 over the scales; x 2 with CFG."""
+    if not scales or any(k < 1 for k in scales):
+        raise ValueError(f"expected positive scale sides, got {scales!r}")
+    return sum(k * k for k in scales) * (2 if cfg else 1)

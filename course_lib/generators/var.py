@@ -109,7 +109,7 @@ def scale_levels(scales: tuple[int, ...]) -> torch.Tensor:
 
 def block_causal_mask(scales: tuple[int, ...]) -> torch.Tensor:
     """(L, L) booleans, True where query i may attend to key j: j's scale is coarser than i's or the same."""
-    levels = scale_levels(scales)  # (L,)
+    levels = torch.cat([torch.full((k * k,), i) for i, k in enumerate(scales)])  # (L,): each position's scale
     return levels[:, None] >= levels[None, :]
 
 

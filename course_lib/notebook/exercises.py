@@ -332,6 +332,9 @@ def _short(value: Any) -> str:
         return f"tensor {tuple(value.shape)}"
     if isinstance(value, np.ndarray):
         return f"array {value.shape}"
+    if isinstance(value, torch.nn.Module):  # its class and settings, not its weights
+        text = f"{type(value).__name__}({value.extra_repr()})"
+        return text if len(text) <= 80 else text[:77] + "..."
     if isinstance(value, (list, tuple)) and any(isinstance(v, (torch.Tensor, np.ndarray)) for v in value):
         items = ", ".join(_short(v) for v in value)
         return f"[{items}]" if isinstance(value, list) else f"({items})"

@@ -49,6 +49,7 @@ from course_lib.tokenizers.quantizer import QuantizerOutput, usage_stats
 from course_lib.tokenizers.vq import nearest_code
 
 RESTARTS = ("scales", "vectors")
+COMMITMENTS = ("scales", "last")
 
 
 @dataclass
@@ -62,9 +63,13 @@ class MultiScaleConfig:
     beta: float = 0.25  # commitment weight
     restart_after: int = 50  # restart codes unused for this many training steps (0: never)
     restart_from: str = "scales"  # "scales": every scale an equal share of the restarts; "vectors": any looked-up vector
+    commitment: str = "scales"  # z is pulled towards every scale's running reconstruction (VAR's), or the "last" only
+    normalize: bool = False  # quantize z / (its RMS over channels) at each position: z keeps a fixed scale
 
     def __post_init__(self):
         self.scales = tuple(self.scales)
+        if self.commitment not in COMMITMENTS:
+            raise ValueError(f"unknown commitment {self.commitment!r}; choose one of {list(COMMITMENTS)}")
         if self.restart_from not in RESTARTS:
             raise ValueError(f"unknown restart_from {self.restart_from!r}; choose one of {list(RESTARTS)}")
         if not self.scales or not all(isinstance(k, int) and k > 0 for k in self.scales) \
@@ -156,6 +161,9 @@ class MultiScaleQuantizer(nn.Module):
         self.phis = nn.ModuleList(Phi(dim, config.phi_ratio) for _ in range(config.phis))
         self.register_buffer("unused_steps", torch.zeros(k, dtype=torch.long))
 
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, scales={self.scales}, codebook_size={self.codebook_size}"
+
     @property
     def bits_per_token(self) -> float:
         return math.log2(self.codebook_size)
@@ -197,14 +205,19 @@ class MultiScaleQuantizer(nn.Module):
             grids.append(grid), reconstructions.append(f)
         return grids, reconstructions, residuals
 
+    def normalized(self, z: torch.Tensor) -> torch.Tensor:
+        """What the pyramid quantizes: z, or z over its RMS across channels at each position (``normalize``)."""
+        return z * torch.rsqrt(z.pow(2).mean(1, keepdim=True) + 1e-6) if self.config.normalize else z
+
     @torch.no_grad()
     def encode_scales(self, z: torch.Tensor) -> list[torch.Tensor]:
         """z (B, dim, H, W) -> one index grid (B, k, k) per scale."""
-        return self._pyramid(z)[0]
+        return self._pyramid(self.normalized(z))[0]
 
     @torch.no_grad()
     def residual_norms(self, z: torch.Tensor) -> list[float]:
         """The root-mean-square of the residual before each scale and after the last: len(scales) + 1 values."""
+        z = self.normalized(z)
         _, reconstructions, residuals = self._pyramid(z)
         return [r.pow(2).mean().sqrt().item() for r in residuals] + [(z - reconstructions[-1]).pow(2).mean().sqrt().item()]
 
@@ -244,13 +257,15 @@ class MultiScaleQuantizer(nn.Module):
     # ----- training -----
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        z = self.normalized(z)
         grids, reconstructions, residuals = self._pyramid(z)
         if self.training:
             self._track_usage(grids)
             self._restart_dead_codes(residuals)
         # VAR's mean_vq_loss: every scale's running reconstruction against z, averaged over the scales
         codebook = torch.stack([F.mse_loss(f, z.detach()) for f in reconstructions]).mean()
-        commitment = torch.stack([F.mse_loss(z, f.detach()) for f in reconstructions]).mean() * self.config.beta
+        committed = reconstructions if self.config.commitment == "scales" else reconstructions[-1:]
+        commitment = torch.stack([F.mse_loss(z, f.detach()) for f in committed]).mean() * self.config.beta
         z_q = z + (reconstructions[-1] - z).detach()  # straight-through: forward f, gradient to z unchanged
         tokens = join_scales(grids)  # (B, L)
         return QuantizerOutput(z_q, tokens, {"commitment": commitment, "codebook": codebook},

@@ -128,6 +128,18 @@ RECIPES: dict[str, Recipe] = {
     "kl-f4-glyphs": _tokenizer("kl-f4", "glyphs", 1500, 64, overrides={"in_channels": 1}),  # grey
     "flow-digits": _flow("digits", ("kl-f4-glyphs", "classifier-digits"), 12000, 64, label="char",
                          overrides={"depth": 3}, sampling={"steps": 16, "method": "euler", "cfg": 2.0}),
+    # lesson 10: VAR's multi-scale residual tokenizer on the same 8x8 latent grid as vq-f4-shapes
+    "msvq-f4-shapes": _tokenizer("msvq-f4", "shapes", 1500, 64),
+    # lesson 10: the three token families on the same dataset, the same 8x8 latent grid, the same width and
+    # depth (the "small" size) and the same 2,400 steps of batch 64, each scored with its lesson's sampling
+    # settings. VAR reads 130 positions per pyramid to the others' 64, so its run takes about twice as long
+    "var-shapes": _generator("var", "var-small", "shapes", ("msvq-f4-shapes", "classifier-shapes"), 2400, 64, 100,
+                             label=("shape", "colour"), n_train=32768, sampling={"cfg": 2.0, "top_k": 10}),
+    "gpt-f4-shapes": _gpt("shapes", ("vq-f4-shapes", "classifier-shapes"), 2400, 64, label=("shape", "colour"),
+                          n_train=32768, sampling={"cfg": 2.0, "top_k": 10}),
+    "maskgit-f4-shapes": _maskgit("shapes", ("vq-f4-shapes", "classifier-shapes"), 2400, 64,
+                                  label=("shape", "colour"), n_train=32768,
+                                  sampling={"steps": 8, "cfg": 2.0, "temperature": 0.7}),
     # lesson 06's perceptual distance: a small network that tells a crop's rotation and source photo
     "feature-net-photos": Recipe("feature-net", "photos-32", "photos", feature_net_train_config(2500, 64)),
     # lesson 06: the photo VQ tokenizer fine-tuned with perceptual + adversarial losses, same bits per image
