@@ -96,7 +96,10 @@ tokenizer_presets: dict[str, TokenizerConfig] = {
     "lfq-f4": _config("lfq", 4, 10, LFQConfig(bits=10)),  # K = 1024
     "kl-f4": _config("kl", 4, 4, KLConfig()),  # 8x8x4 = 256 numbers per image
     "kl-f8": _config("kl", 8, 16, KLConfig()),  # 4x4x16 = 256 numbers per image
-    "msvq-f4": _config("msvq", 4, 16, MultiScaleConfig(1024, (1, 2, 3, 4, 6, 8))),  # L = 130 tokens, VAR's
+    # L = 130 tokens, VAR's pyramid. The latent normalized at each position and restarts after 20 idle steps keep
+    # the 1x1 scale alive: on shapes (1,500 steps) its test perplexity was 12.3 with VAR's loss as it is, 23.0
+    # with the normalized latent, 29.4 with both (PSNR 32.4, 34.5 and 34.2 dB)
+    "msvq-f4": _config("msvq", 4, 16, MultiScaleConfig(1024, (1, 2, 3, 4, 6, 8), restart_after=20, normalize=True)),
 }
 
 
