@@ -61,11 +61,13 @@ lab: $(STAMP)
 	$(LAB_ENV) $(VENV)/bin/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir=$(CURDIR) \
 		--LabApp.default_url=/lab/tree/notebooks/00_welcome.ipynb $(LAB_ARGS)
 
+# nbval runs the student notebooks; the instructor's solutions run to the end inside the grader's sandbox
+# (tests/test_grade_lessons.py: full marks, notebook "ran"), so no notebook is executed twice for one purpose
 test: $(STAMP) bwrap browser
 	@rm -rf $(SANDBOX) && mkdir -p $(SANDBOX)
 	$(CONFIG_ENV) COURSE_QUICK=1 COURSE_CHROMIUM=$(CHROMIUM) OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 \
 		$(PY) -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder tests \
-		--nbval-lax --nbval-current-env --nbval-cell-timeout=300 solutions notebooks
+		--nbval-lax --nbval-current-env --nbval-cell-timeout=300 notebooks
 
 course: $(STAMP)
 	@mkdir -p $(SANDBOX)

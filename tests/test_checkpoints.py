@@ -160,7 +160,8 @@ def _reproduced_in_their_own_tests(model, metadata):
 # kind -> check(loaded model, metadata): the recorded held-out metrics come back
 REPRODUCE = {"tokenizer": _reproduce_tokenizer, "vqgan": _reproduce_tokenizer, "feature-net": _reproduce_feature_net,
              "classifier": _reproduced_in_their_own_tests, "gpt": _reproduced_in_their_own_tests,
-             "maskgit": _reproduced_in_their_own_tests, "flow": _reproduced_in_their_own_tests}
+             "maskgit": _reproduced_in_their_own_tests, "flow": _reproduced_in_their_own_tests,
+             "var": _reproduced_in_their_own_tests}  # tests/test_var_checkpoints.py
 
 
 def test_every_recipe_kind_has_a_reproduction_check():

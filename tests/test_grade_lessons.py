@@ -1,8 +1,8 @@
 """Every lesson as it lands, through the grader's sandbox: the instructor's solutions grade to full marks with
 their notebooks run to the end, and the generated student notebooks grade as "not implemented".
 
-Two tests, so that the two grading runs go to the two xdist workers side by side (each grader leases its own
-sandbox users: users.leased_users).
+Three tests (the solutions in two halves), so that the grading runs go to the two xdist workers side by side
+(each grader leases its own sandbox users: users.leased_users).
 """
 from __future__ import annotations
 
@@ -38,15 +38,19 @@ def _grade(folder: Path, out: Path, *options: str) -> list[dict]:
 
 @pytest.mark.slow
 @needs_bwrap
-def test_every_solution_grades_to_full_marks_with_its_notebook_run_to_the_end(tmp_path):
-    """The notebook column of the instructor's own solutions: full marks and "ran", caches and stubs included."""
-    for lesson, path in _lessons():
+@pytest.mark.parametrize("half", [0, 1])
+def test_every_solution_grades_to_full_marks_with_its_notebook_run_to_the_end(tmp_path, half):
+    """The notebook column of the instructor's own solutions: full marks and "ran", caches and stubs included.
+    This is the one run of the solutions in ``make test`` (nbval runs the student notebooks); the lessons
+    alternate between two graders, so that the two xdist workers share the work."""
+    lessons = _lessons()[half::2]
+    for lesson, path in lessons:
         target = tmp_path / "submitted" / "instructor" / lesson / path.name
         target.parent.mkdir(parents=True)
         shutil.copyfile(path, target)
     rows = _grade(tmp_path / "submitted", tmp_path / "solutions.csv", "--timeout", "900", "--cell-timeout", "600")
-    assert {r["lesson"] for r in rows} == {lesson for lesson, _ in _lessons()}
-    for lesson, _ in _lessons():
+    assert {r["lesson"] for r in rows} == {lesson for lesson, _ in lessons}
+    for lesson, _ in lessons:
         assert sorted(r["exercise"] for r in rows if r["lesson"] == lesson) == sorted(e.name for e in exercises(lesson))
     for row in rows:
         assert (row["status"], row["points"], row["notebook"]) == ("pass", row["max_points"], "ran"), row

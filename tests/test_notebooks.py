@@ -1,8 +1,10 @@
 """The course's notebooks as files: in sync, free of outputs, and built the way the plan says.
 
-The notebooks' execution is tested by nbval (``make test`` runs ``pytest --nbval-lax solutions
-notebooks``); at the end of the session ``conftest.pytest_sessionfinish`` reads what every check reported in
-those runs (one report after all notebooks, whichever worker ran them).
+The notebooks' execution is tested twice over: nbval runs the student notebooks (``make test`` runs ``pytest
+--nbval-lax notebooks``), and the grader runs every solution to the end in its sandbox
+(``tests/test_grade_lessons.py``); at the end of the session ``conftest.pytest_sessionfinish`` reads what every
+check reported in the nbval runs (one report after all notebooks, whichever worker ran them; ``pytest
+--nbval-lax solutions`` runs and checks the solutions the same way).
 """
 import json
 from pathlib import Path

@@ -6,7 +6,7 @@ from course_lib.datasets.tokens import encode_dataset
 from course_lib.engine.checkpoints import load_model, read_metadata
 from course_lib.paths import CHECKPOINT_DIR
 from course_lib.tools.recipes import RECIPES
-from course_lib.tools.train_var import bits_per_scale
+from course_lib.generators.var import bits_per_scale
 
 FAMILIES = ("gpt-f4-shapes", "maskgit-f4-shapes", "var-shapes")
 
@@ -38,3 +38,11 @@ def test_the_three_families_were_trained_and_scored_alike(name):
     scores = metadata["sample_metrics"]
     assert scores["sampling"] == recipe.sampling and scores["n"] == 1024
     assert metadata["train_seconds"] < 45 * 60
+
+
+def test_var_draws_the_asked_class_at_least_as_often_as_the_gpt_on_the_same_grid_less_3_points():
+    var = read_metadata(CHECKPOINT_DIR / "var-shapes.pt")["sample_metrics"]
+    gpt = read_metadata(CHECKPOINT_DIR / "gpt-f4-shapes.pt")["sample_metrics"]
+    assert var["samples"]["class_accuracy"] >= 0.93
+    assert var["samples"]["class_accuracy"] >= gpt["samples"]["class_accuracy"] - 0.03
+    assert var["samples"]["frechet_distance"] < 5 * max(var["ceiling"]["frechet_distance"], 1.0)

@@ -26,6 +26,7 @@ Shapes: B batch, L tokens of all scales, k a scale's side, D width, K codebook s
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -273,6 +274,21 @@ class VAR(nn.Module):
                 x = self.scale_inputs(resize(f, c.scales[i + 1], "area"), i + 1)
                 x = x.repeat(2, 1, 1) if weights is not None else x  # (B', k'^2, D)
         return join_scales(grids)  # (n, L)
+
+
+@torch.no_grad()
+def bits_per_scale(model: VAR, tokens, batch_size: int = 256) -> list[float]:
+    """Mean teacher-forced NLL in bits per token of each scale, coarse to fine, on a TokenSet of pyramids."""
+    model.eval()
+    conditional = model.config.num_classes > 0
+    device = model.head.weight.device
+    nats = []
+    for t, c in zip(tokens.tokens.split(batch_size), tokens.classes.split(batch_size)):
+        logits = model.logits(t, c if conditional else None)  # (B, L, K)
+        loss = F.cross_entropy(rearrange(logits, "b l k -> b k l"), t.to(device), reduction="none")  # (B, L)
+        nats.append(loss)
+    per_position = torch.cat(nats).mean(0)  # (L,)
+    return [per_position[begin:end].mean().item() / math.log(2) for begin, end in scale_bounds(model.config.scales)]
 
 
 drawing.register(VAR, "var", ("temperature", "top_k", "top_p", "cfg", "guidance"),

@@ -45,7 +45,8 @@ def plot_scales(tokenizer, images: torch.Tensor) -> plt.Figure:
             ax = axes[i, j]
             ax.imshow(as_display(column[i:i + 1], clip=True)[0], cmap="gray" if column.shape[1] == 1 else None)
             ax.set_xticks([]), ax.set_yticks([])
-        axes[0, j].set_title("image" if j == 0 else f"{scales[j - 1]}x{scales[j - 1]}\n{tokens} tokens", fontsize=8)
+        side = scales[j - 1] if j else 0
+        axes[0, j].set_title("image" if j == 0 else f"{side}x{side}\n{tokens} token{'s' * (tokens > 1)}", fontsize=8)
     fig.suptitle("the reconstruction after each scale, coarse to fine", fontsize=9)
     fig.tight_layout()
     return fig

@@ -12,32 +12,12 @@ takes the tokenizer's pyramid and a frozen copy of its codebook and phi convolut
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
-
-import torch
-import torch.nn.functional as F
-from einops import rearrange
 
 from course_lib.datasets.tokens import TokenSet
 from course_lib.engine.training import TrainConfig, TrainResult
 from course_lib.generators.runs import TrainingSets, train_generator
-from course_lib.generators.var import VAR, build_var, scale_bounds
-
-
-@torch.no_grad()
-def bits_per_scale(model: VAR, tokens: TokenSet, batch_size: int = 256) -> list[float]:
-    """Mean teacher-forced test NLL in bits per token of each scale, coarse to fine."""
-    model.eval()
-    conditional = model.config.num_classes > 0
-    device = model.head.weight.device
-    nats = []
-    for t, c in zip(tokens.tokens.split(batch_size), tokens.classes.split(batch_size)):
-        logits = model.logits(t, c if conditional else None)  # (B, L, K)
-        loss = F.cross_entropy(rearrange(logits, "b l k -> b k l"), t.to(device), reduction="none")  # (B, L)
-        nats.append(loss)
-    per_position = torch.cat(nats).mean(0)  # (L,)
-    return [per_position[begin:end].mean().item() / math.log(2) for begin, end in scale_bounds(model.config.scales)]
+from course_lib.generators.var import VAR, bits_per_scale, build_var
 
 
 def _measure(model: VAR, tokens: TokenSet) -> dict:
