@@ -420,3 +420,12 @@ def test_the_mask_count_message_reads_as_the_issue_asks(capsys):
     message = " ".join(capsys.readouterr().out.split())
     assert re.search(r"case \d+ \(n=\d+, steps=\d+, schedule='\w+'\): masked count after step=\d+: "
                      r"expected \d+, got \d+", message), message
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_cases_are_plain_data_that_the_sandbox_can_load(name, tmp_path):
+    """The grader sends the cases to its sandbox through torch.load(weights_only=True): no pickled objects."""
+    from course_lib.notebook.checks import get_exercise
+    cases = get_exercise(name).make_cases(torch.Generator().manual_seed(3))
+    torch.save([{"args": list(c.args), "kwargs": c.kwargs} for c in cases], tmp_path / "cases.pt")
+    torch.load(tmp_path / "cases.pt", weights_only=True)
